@@ -1,0 +1,79 @@
+"""Query-aware page selection shared by quest and lserve.
+
+Quest's bound for a logical page with per-channel key minimum m and maximum M:
+    U = sum_i max(q_i * m_i, q_i * M_i) = sum_i relu(q_i) * M_i + min(q_i, 0) * m_i
+(no 1/sqrt(d)). A physical page scores the max of its logical pages (LServe's
+hierarchical paging; Quest is the case physical == logical). Selection: if the stream's
+history fits the budget B, every page; otherwise n_sel = min(max(min_pages, B / page), #pages)
+pages: the top n_sel - 1 among all but the last page, plus the last page, always.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def page_scores(q: torch.Tensor, store, heads: tuple[int, ...], per_query_head: bool, reduce: str):
+    """Logical-page bounds for the given KV heads.
+
+    q [B, Hq, D] -> (scores [B, R, NL] fp32, -inf for empty pages; R = len(heads) * G when
+    per_query_head, else len(heads) after reducing each query group with max or sum;
+    summary bytes read [B]).
+    """
+    B, Hq, D = q.shape
+    G = Hq // store.h
+    kmin, kmax, valid = store.summaries(heads)  # [B, nh, NL, D], valid [B, nh, NL]
+    qh = q.view(B, store.h, G, D)[:, list(heads)].float()  # [B, nh, G, D]
+    u = torch.einsum("bhgd,bhnd->bhgn", qh.clamp(min=0), kmax.float())
+    u = u + torch.einsum("bhgd,bhnd->bhgn", qh.clamp(max=0), kmin.float())
+    u = u.masked_fill(~valid.unsqueeze(2), float("-inf"))
+    if per_query_head:
+        scores = u.flatten(1, 2)
+    elif reduce == "max":
+        scores = u.amax(2)
+    else:
+        scores = u.sum(2)
+    summary_bytes = valid.sum((1, 2)) * 2 * D * kmin.element_size()
+    return scores, summary_bytes
+
+
+def select_pages(scores: torch.Tensor, n_tokens: torch.Tensor, page: int, lps: int, budget: int,
+                 min_pages: int = 3) -> torch.Tensor:
+    """Stream pages to read, [B, R, W] ascending, -1 padded.
+
+    scores [B, R, NL] logical-page scores; n_tokens [B, R] tokens each stream holds.
+    """
+    B, R, NL = scores.shape
+    per = page // lps
+    P = -(-NL // per)
+    if P * per != NL:
+        scores = torch.nn.functional.pad(scores, (0, P * per - NL), value=float("-inf"))
+    phys = scores.view(B, R, P, per).amax(-1)  # [B, R, P]
+    n_pages = -(-n_tokens // page)
+    ar = torch.arange(P, device=scores.device)
+    n_sel = torch.clamp(n_pages, max=max(min_pages, budget // page))
+    k = (n_sel - 1).clamp(min=0)
+    cand = phys.masked_fill(ar >= (n_pages - 1).unsqueeze(-1), float("-inf"))
+    kmax = int(k.max()) if k.numel() else 0
+    if kmax > 0:
+        top = cand.topk(kmax, dim=-1)
+        ok = (torch.arange(kmax, device=scores.device) < k.unsqueeze(-1)) & torch.isfinite(top.values)
+        chosen = torch.where(ok, top.indices, torch.full_like(top.indices, -1))
+    else:
+        chosen = torch.empty(B, R, 0, dtype=torch.long, device=scores.device)
+    sel = torch.cat([chosen, (n_pages - 1).unsqueeze(-1)], dim=-1)
+    fits = n_tokens <= budget
+    if bool(fits.any()):
+        every = torch.where(ar < n_pages.unsqueeze(-1), ar, torch.full_like(ar, -1))
+        w = max(sel.shape[-1], P)
+        sel = torch.nn.functional.pad(sel, (0, w - sel.shape[-1]), value=-1)
+        every = torch.nn.functional.pad(every, (0, w - P), value=-1)
+        sel = torch.where(fits.unsqueeze(-1), every, sel)
+    return sort_pages(sel)
+
+
+def sort_pages(sel: torch.Tensor) -> torch.Tensor:
+    """Ascending page order, -1 padding last."""
+    big = torch.iinfo(sel.dtype).max
+    s = torch.where(sel < 0, torch.full_like(sel, big), sel).sort(-1).values
+    return torch.where(s == big, torch.full_like(s, -1), s)
