@@ -28,7 +28,8 @@ class SdpaBackend(Backend):
     @classmethod
     def check(cls, policy) -> str | None:
         if not getattr(policy, "dense", False):
-            return f"backend=sdpa runs dense attention only (policy=full); policy={policy.name} needs reference, flex, triton or auto"
+            return (f"a backend that runs policy={policy.name}: reference, auto (or flex / triton on GPU); "
+                    "sdpa runs dense attention only (policy=full)")
         return None
 
     def prefill(self, q, k, v, plan, valid, scaling):

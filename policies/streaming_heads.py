@@ -65,7 +65,8 @@ class StreamingHeads(Policy):
                                   f"a head-pattern path, 'random' or inline policy.gates: model {arch.name} ships no pattern")
             f = pattern_file(path)
             if not f.is_file():
-                raise ConfigError("policy.pattern", str(path), f"an existing {f.name} (or a directory holding one)")
+                raise ConfigError("policy.pattern", str(path), "an existing full_attention_heads.tsv file or a directory "
+                                  "holding one (or auto, random, inline policy.gates)")
             gates, source, key, value = load_gates(f), str(f), "policy.pattern", str(path)
         if gates.shape != shape:
             raise ConfigError(key, value, f"a gate table of shape {list(shape)} (layers x KV heads) for model "

@@ -1,0 +1,39 @@
+"""Tables and plots that runs write next to their records (matplotlib, headless)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+
+def grid_table(grid, rows, cols, corner: str) -> str:
+    """Markdown table of grid[i][j] (rows x cols) in percent."""
+    head = f"| {corner} | " + " | ".join(str(c) for c in cols) + " |"
+    sep = "|---" * (len(cols) + 1) + "|"
+    body = ["| " + f"{r:g} | " + " | ".join("-" if math.isnan(v) else f"{100 * v:.0f}" for v in line) + " |"
+            for r, line in zip(rows, grid)]
+    return "\n".join([head, sep, *body])
+
+
+def heatmap(grid, rows, cols, path, title: str = "", xlabel: str = "context length (tokens)",
+            ylabel: str = "depth (%)") -> Path:
+    """Red-yellow-green heatmap of scores in [0, 1]: rows on y, cols on x."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.2 + 0.7 * len(cols), 1.0 + 0.45 * len(rows)))
+    im = ax.imshow(grid, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(cols)), [str(c) for c in cols])
+    ax.set_yticks(range(len(rows)), [f"{r:g}" for r in rows])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
