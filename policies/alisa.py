@@ -22,7 +22,8 @@ import torch
 
 from sparsebench.kernels.base import decode_with_gather
 from sparsebench.plans import DecodePlan, HeadGroup, Slots
-from sparsebench.policies.base import POLICIES, Policy, causal_probs, check, check_choice, group_reduce
+from sparsebench.kv_store import StoreSpec
+from sparsebench.policies.base import POLICIES, Policy, causal_probs, check, check_choice, check_positive, group_reduce
 
 
 def local_k(n: torch.Tensor, ratio: float) -> torch.Tensor:
@@ -39,17 +40,24 @@ class AlisaSWA(Policy):
     history: str = "sparse"  # sparse | dense
     per_head: bool = False
     kv_bits: int = 16  # 16 | 8 (channel-wise asymmetric min-max INT8 for keys and values)
+    page_size: int = 64  # store page; with kv_bits=8 also the quantization group (tokens per scale)
 
     def validate(self) -> None:
         check(isinstance(self.caching_ratio, (int, float)) and 0 < self.caching_ratio <= 1, "caching_ratio",
               self.caching_ratio, "a number in (0, 1]")
         check(self.score_window is None or self.score_window >= 1, "score_window", self.score_window, "null or >= 1")
         check_choice("history", self.history, ["sparse", "dense"])
-        check_choice("kv_bits", self.kv_bits, [16])  # INT8 storage: see the closing note of issue 2
+        check_choice("kv_bits", self.kv_bits, [16, 8])
+        check_positive("page_size", self.page_size)
+
+    def store_spec(self) -> StoreSpec:
+        return StoreSpec(page_size=self.page_size, kv_bits=self.kv_bits)
 
     def variant(self) -> dict:
         return {"k": "max(1, round_half_up(n * r / 2))", "score_rows": self.history,
-                "sets": "per KV head" if self.per_head else "one per layer"}
+                "sets": "per KV head" if self.per_head else "one per layer",
+                "kv_int8": f"per-channel min-max over each full page of {self.page_size} tokens; open page full precision"
+                if self.kv_bits == 8 else None}
 
     def _window(self, k: torch.Tensor) -> torch.Tensor:
         return k if self.score_window is None else torch.full_like(k, self.score_window)

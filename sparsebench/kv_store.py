@@ -24,7 +24,12 @@ Logical vs physical length: `logical_len[b]` counts every real token row b has s
 for through `get_seq_length` to build masks and positions).
 
 Appending writes only the new token's slot and, when asked, folds the token into its
-logical page's min / max: a decode step never copies the cache. Pages are handed out
+logical page's min / max: a decode step never copies the cache.
+
+INT8 (`kv_bits=8`, ALISA's KV compression): pools hold uint8, and `qparams [P, 4, D]`
+the per-channel (K scale, K zero, V scale, V zero) of each full page; each stream's open
+(partially filled) page stays in full precision in `k_open / v_open [B, Hkv, page, D]`
+until it fills, then it is quantized as a whole. Appends only (no eviction). Pages are handed out
 in order from the pool, which grows by doubling (or is reserved up front with
 `reserve` for static-shape GPU decoding); they go back when the sequence is reset.
 """
@@ -47,6 +52,26 @@ class StoreSpec:
 
     page_size: int = 64
     summary_page: int | None = None  # logical page size of the key min/max summaries (None = none)
+    kv_bits: int = 16  # 8: pages stored as channel-wise asymmetric min-max INT8 once full
+
+
+def quantize_page(x: torch.Tensor):
+    """Channel-wise asymmetric min-max INT8 over the tokens of each page.
+
+    x [n, page, D] -> (q uint8 [n, page, D], scale [n, D], zero [n, D]) with
+    scale = (max - min) / 255, zero = -round(min / scale), q = clamp(round(x / scale) + zero, 0, 255).
+    """
+    x = x.float()
+    lo, hi = x.amin(1), x.amax(1)
+    scale = (hi - lo) / 255
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # a constant channel
+    zero = -torch.round(lo / scale)
+    q = torch.clamp(torch.round(x / scale.unsqueeze(1)) + zero.unsqueeze(1), 0, 255).to(torch.uint8)
+    return q, scale, zero
+
+
+def dequantize(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
+    return (q.float() - zero) * scale
 
 
 def _ceil_div(a: torch.Tensor | int, b: int):
@@ -65,6 +90,7 @@ class PagedLayer(CacheLayerMixin):
         self.spec = spec
         self.page = spec.page_size
         self.lps = spec.summary_page
+        self.quant = spec.kv_bits == 8
         self.h = n_kv_heads
         self.d = head_dim
         self._clear()
@@ -84,8 +110,14 @@ class PagedLayer(CacheLayerMixin):
     def _init(self, batch: int, dtype: torch.dtype, device: torch.device, pages: int = 0) -> None:
         self.batch, self.dtype, self.device = batch, dtype, device
         cap = max(pages, 1)
-        self.k_pool = torch.empty(cap, self.page, self.d, dtype=dtype, device=device)
+        pool_dtype = torch.uint8 if self.quant else dtype
+        self.k_pool = torch.empty(cap, self.page, self.d, dtype=pool_dtype, device=device)
         self.v_pool = torch.empty_like(self.k_pool)
+        if self.quant:
+            self.qparams = torch.zeros(cap, 4, self.d, dtype=torch.float32, device=device)
+            self.open_owner = torch.full((cap,), -1, dtype=torch.long, device=device)  # stream of an open page
+            self.k_open = torch.zeros(batch, self.h, self.page, self.d, dtype=dtype, device=device)
+            self.v_open = torch.zeros_like(self.k_open)
         self.pos_pool = torch.full((cap, self.page), -1, dtype=torch.long, device=device)
         if self.lps:
             n_lp = self.page // self.lps
@@ -122,6 +154,8 @@ class PagedLayer(CacheLayerMixin):
 
         self.k_pool, self.v_pool = grow(self.k_pool), grow(self.v_pool)
         self.pos_pool = grow(self.pos_pool, -1)
+        if self.quant:
+            self.qparams, self.open_owner = grow(self.qparams, 0.0), grow(self.open_owner, -1)
         if self.kmin is not None:
             self.kmin, self.kmax = grow(self.kmin), grow(self.kmax)
 
@@ -171,6 +205,8 @@ class PagedLayer(CacheLayerMixin):
         """
         need = (slots.amax(-1) + 1).clamp(min=0)
         self._ensure_pages(need)
+        if self.quant:
+            return self._write_quantized(k, v, pos, slots, need)
         flat = self.flat_slots(slots)
         ok = flat >= 0
         dst = flat[ok]
@@ -186,6 +222,41 @@ class PagedLayer(CacheLayerMixin):
             self._fold_summaries(dst, k[ok].to(self.dtype))
             if overwrote is not None and overwrote.numel():
                 self._refresh_summaries(torch.unique(overwrote // self.lps))
+
+    def _write_quantized(self, k, v, pos, slots, need) -> None:
+        """Append into INT8 pages: stage the open page in full precision, quantize pages as they fill."""
+        flat = self.flat_slots(slots)
+        ok = flat >= 0
+        self.pos_pool.view(-1)[flat[ok]] = pos[ok]
+        seal_pid, seal_k, seal_v = [], [], []
+        for b, h in (ok.any(-1)).nonzero().tolist():
+            sel = ok[b, h]
+            ss = slots[b, h][sel]
+            s0 = int(self.n_held[b, h])
+            if int(ss[0]) != s0 or not bool((ss.diff() == 1).all()):
+                raise ValueError("INT8 KV pages are append-only")
+            off = s0 % self.page
+            buf_k = torch.cat([self.k_open[b, h, :off], k[b, h][sel].to(self.dtype)])
+            buf_v = torch.cat([self.v_open[b, h, :off], v[b, h][sel].to(self.dtype)])
+            col0, full = s0 // self.page, buf_k.shape[0] // self.page
+            for i in range(full):
+                pid = int(self.page_table[b, h, col0 + i])
+                seal_pid.append(pid)
+                seal_k.append(buf_k[i * self.page : (i + 1) * self.page])
+                seal_v.append(buf_v[i * self.page : (i + 1) * self.page])
+                self.open_owner[pid] = -1
+            rest = buf_k.shape[0] - full * self.page
+            if rest:
+                self.k_open[b, h, :rest] = buf_k[full * self.page :]
+                self.v_open[b, h, :rest] = buf_v[full * self.page :]
+                self.open_owner[int(self.page_table[b, h, col0 + full])] = b * self.h + h
+        if seal_pid:
+            pid = torch.tensor(seal_pid, device=self.device)
+            qk, sk, zk = quantize_page(torch.stack(seal_k))
+            qv, sv, zv = quantize_page(torch.stack(seal_v))
+            self.k_pool[pid], self.v_pool[pid] = qk, qv
+            self.qparams[pid] = torch.stack([sk, zk, sv, zv], dim=1)
+        self.n_held = torch.maximum(self.n_held, need)
 
     def _fold_summaries(self, dst: torch.Tensor, keys: torch.Tensor) -> None:
         lp = (dst // self.lps).unsqueeze(-1).expand(-1, self.d)
@@ -208,6 +279,17 @@ class PagedLayer(CacheLayerMixin):
         k = self.k_pool.view(-1, self.d)[idx]
         v = self.v_pool.view(-1, self.d)[idx]
         p = torch.where(flat >= 0, self.pos_pool.view(-1)[idx], torch.full_like(flat, -1))
+        if self.quant:
+            page, off = idx // self.page, idx % self.page
+            qp = self.qparams[page]  # [..., 4, D]
+            k = dequantize(k, qp[..., 0, :], qp[..., 1, :]).to(self.dtype)
+            v = dequantize(v, qp[..., 2, :], qp[..., 3, :]).to(self.dtype)
+            owner = self.open_owner[page]
+            is_open = (owner >= 0).unsqueeze(-1)
+            if bool(is_open.any()):
+                stream = owner.clamp(min=0)
+                k = torch.where(is_open, self.k_open.view(-1, self.page, self.d)[stream, off], k)
+                v = torch.where(is_open, self.v_open.view(-1, self.page, self.d)[stream, off], v)
         return k, v, p
 
     def held_slots(self, heads: tuple[int, ...] | None = None) -> torch.Tensor:
@@ -244,16 +326,19 @@ class PagedLayer(CacheLayerMixin):
         return 2 * self.d * self.k_pool.element_size() if self.k_pool is not None else 0
 
     def held_bytes(self) -> torch.Tensor:
-        """KV bytes of the tokens held, plus the summaries of the pages in use (0-d tensor)."""
+        """KV bytes of the tokens held, plus the summaries of the pages in use (0-d tensor).
+        INT8: one byte per element, the quantization parameters of every page and the open pages."""
         if self.n_held is None:
             return torch.zeros(())
         b = self.n_held.sum() * self.bytes_per_token()
+        if self.quant:
+            b = b + self.n_pages.sum() * 4 * self.d * 4 + self.k_open.numel() * 2 * self.k_open.element_size()
         if self.kmin is not None:
             b = b + self.n_pages.sum() * (self.page // self.lps) * 2 * self.d * self.kmin.element_size()
         return b
 
     def allocated_bytes(self) -> int:
-        per_page = self.page * self.bytes_per_token()
+        per_page = self.page * self.bytes_per_token() + (4 * self.d * 4 if self.quant else 0)
         if self.kmin is not None:
             per_page += (self.page // self.lps) * 2 * self.d * self.kmin.element_size()
         return self.used_pages * per_page

@@ -16,7 +16,7 @@ import torch
 
 def attend(q, K, V, keys, scale):
     """One query head: softmax over the key positions `keys` (a bool mask over positions)."""
-    s = (K[keys] @ q) * scale
+    s = (K[keys].double() @ q.double()) * scale
     p = torch.softmax(s.double(), 0)
     probs = torch.zeros(K.shape[0], dtype=torch.float64)
     probs[keys.nonzero().flatten()] = p
@@ -51,10 +51,11 @@ class Oracle:
         for i in range(L, N):
             self.before_step(i)
             step_probs = torch.zeros(Hq, i + 1, dtype=torch.float64)
+            kv = [self.kv_at_step(K[j, : i + 1], V[j, : i + 1], i) for j in range(K.shape[0])]
             for h in range(Hq):
                 m = self.decode_mask(h, i)
-                out[i, h], step_probs[h] = attend(Q[h, i], K[h // self.G, : i + 1], V[h // self.G, : i + 1], m,
-                                                  self.scale)
+                kh, vh = kv[h // self.G]
+                out[i, h], step_probs[h] = attend(Q[h, i], kh, vh, m, self.scale)
             self.after_step(i, step_probs)
         return out
 
@@ -63,6 +64,9 @@ class Oracle:
 
     def after_prefill(self, probs):
         pass
+
+    def kv_at_step(self, K, V, i):
+        return K, V
 
     def before_step(self, i):
         pass
@@ -178,14 +182,34 @@ class LServe(StreamingHeads):
         return pages_mask(self.cached[h] | {n_pages - 1}, self.ppage, n)
 
 
+def fake_int8(x, page, n):
+    """Keys / values as an INT8 store reads them when n tokens are held: every full page of `page` tokens
+    quantized per channel (scale = (max - min) / 255, zero = -round(min / scale)), the open page exact."""
+    out = x.clone().double()
+    for p0 in range(0, (n // page) * page, page):
+        blk = x[p0 : p0 + page].double()
+        lo, hi = blk.min(0).values, blk.max(0).values
+        scale = (hi - lo) / 255
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        zero = -torch.round(lo / scale)
+        q = torch.clamp(torch.round(blk / scale) + zero, 0, 255)
+        out[p0 : p0 + page] = (q - zero) * scale
+    return out
+
+
 class Alisa(Oracle):
     """k = max(1, round_half_up(n r / 2)); local = k newest; global = top-k by S outside local; S =
     sum over the last W rows (W = k, or score_window) and every head of the weights used."""
 
-    def __init__(self, ratio, score_window=None, **kw):
+    def __init__(self, ratio, score_window=None, int8_page=None, **kw):
         super().__init__(**kw)
-        self.ratio, self.score_window = ratio, score_window
+        self.ratio, self.score_window, self.int8_page = ratio, score_window, int8_page
         self.rows = []  # each: dense vector over positions (zeros where not attended)
+
+    def kv_at_step(self, K, V, i):
+        if self.int8_page is None:
+            return K, V
+        return fake_int8(K, self.int8_page, i + 1), fake_int8(V, self.int8_page, i + 1)
 
     def k(self, n):
         return max(1, int(math.floor(n * self.ratio / 2 + 0.5)))

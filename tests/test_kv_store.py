@@ -126,3 +126,22 @@ def test_decode_step_writes_only_the_new_token():
     assert layer.k_pool.data_ptr() == ptr
     changed = (layer.k_pool != before).any(-1).sum().item()
     assert changed == arch.n_kv_heads  # one slot per KV head
+
+
+def test_int8_kv_holds_a_quarter_of_fp32_bytes():
+    held = {}
+    for bits in (16, 8):
+        s, cache, arch = session_for({"name": "alisa_swa", "kv_bits": bits})
+        f = Feeder(s, cache, arch)
+        f.prefill(2048)
+        for _ in range(3):
+            f.step()
+        layer = cache.layer(0)
+        held[bits] = float(layer.held_bytes())
+        if bits == 8:
+            assert layer.k_pool.dtype == torch.uint8
+    tokens = 2051 * 2  # per layer: tokens x KV heads
+    assert held[16] == tokens * 2 * 16 * 4  # fp32 K and V
+    # one byte per element, plus per-page (scale, zero) for K and V and the full-precision open pages
+    assert held[8] == tokens * 2 * 16 + 2 * 33 * 4 * 16 * 4 + 2 * 64 * 16 * 2 * 4
+    assert held[8] < held[16] / 3  # 1/4 plus the page parameters and open pages

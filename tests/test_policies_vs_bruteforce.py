@@ -91,6 +91,8 @@ CASES = {
     "alisa_swa": ({"name": "alisa_swa", "caching_ratio": 0.3}, lambda kw: bf.Alisa(0.3, **kw)),
     "alisa_swa_window": ({"name": "alisa_swa", "caching_ratio": 0.25, "score_window": 5},
                          lambda kw: bf.Alisa(0.25, score_window=5, **kw)),
+    "alisa_swa_int8": ({"name": "alisa_swa", "caching_ratio": 0.3, "kv_bits": 8, "page_size": 16},
+                       lambda kw: bf.Alisa(0.3, int8_page=16, **kw)),
     "h2o": ({"name": "h2o", "budget": 20}, lambda kw: bf.H2O(10, 10, **kw)),
     "h2o_skewed": ({"name": "h2o", "budget": 18, "heavy": 12}, lambda kw: bf.H2O(12, 6, **kw)),
     "snapkv": ({"name": "snapkv", "budget": 24, "window": 6, "kernel": 5}, lambda kw: bf.SnapKV(24, 6, 5, **kw)),
