@@ -27,10 +27,12 @@ BACKENDS: Registry[type["Backend"]] = Registry("backend")
 
 class Backend:
     name = "base"
+    supports_cache_positions = False  # StreamingLLM positions=cache (re-rotating keys)
 
     def __init__(self, device: torch.device | str = "cpu", **options):
         self.device = torch.device(device)
         self.options = options
+        self.rope_inv_freq: torch.Tensor | None = None  # set by attach (StreamingLLM cache positions)
 
     @classmethod
     def available(cls, device: torch.device) -> str | None:
@@ -40,6 +42,8 @@ class Backend:
     @classmethod
     def check(cls, policy) -> str | None:
         """None if this backend runs every plan `policy` makes, else the reason."""
+        if getattr(policy, "positions", "original") == "cache" and not cls.supports_cache_positions:
+            return f"a backend that re-rotates keys for policy.positions=cache (reference); {cls.name} does not"
         return None
 
     def prefill(self, q, k, v, plan: PrefillPlan, valid, scaling: float) -> torch.Tensor:
@@ -113,7 +117,23 @@ def gathered_attention(q_rows, k, v, valid, scaling: float):
     return out, probs
 
 
-def decode_with_gather(q, store, plan: DecodePlan, scaling: float):
+def to_cache_positions(k, pos, valid, q_rows, logical_len, inv_freq):
+    """Re-rotate gathered keys to their rank among the held tokens and the query to the last rank.
+    k [B, R, T, D], pos / valid [B, R, T], q_rows [B, R, Gq, D], logical_len [B]."""
+    from sparsebench.rope import rotate
+
+    if inv_freq is None:
+        raise ValueError("positions=cache needs the model's RoPE frequencies (attach sets them)")
+    key = torch.where(valid, pos, torch.full_like(pos, torch.iinfo(pos.dtype).max))
+    rank = key.argsort(-1).argsort(-1)  # index inside the cache, in position order
+    k = rotate(k, torch.where(valid, rank - pos, torch.zeros_like(pos)), inv_freq)
+    c_q = valid.sum(-1) - 1  # [B, R]: the new token is the newest held
+    p_q = (logical_len - 1).view(-1, 1)
+    q_rows = rotate(q_rows, (c_q - p_q).unsqueeze(-1).expand(q_rows.shape[:-1]), inv_freq)
+    return k, q_rows
+
+
+def decode_with_gather(q, store, plan: DecodePlan, scaling: float, inv_freq=None):
     """Decode by gathering the selected tokens, then dense attention: the reference path."""
     B, Hq, D = q.shape
     G = Hq // store.h
@@ -122,11 +142,13 @@ def decode_with_gather(q, store, plan: DecodePlan, scaling: float):
     for grp in plan.groups:
         slots, kv, per = selection_slots(store, grp.heads, grp.sel, G)
         flat = store.flat_slots(slots, kv)
-        k, v, _ = store.gather_tokens(flat)
+        k, v, pos = store.gather_tokens(flat)
         valid = slots >= 0
         q_idx = torch.tensor([h * G + g for h in grp.heads for g in range(G)], device=q.device)
         R = slots.shape[1]
         q_rows = q[:, q_idx].reshape(B, R, G // per, D)
+        if plan.cache_positions:
+            k, q_rows = to_cache_positions(k, pos, valid, q_rows, store.logical_len, inv_freq)
         o, probs = gathered_attention(q_rows, k, v, valid, scaling)
         out[:, q_idx] = o.reshape(B, len(q_idx), D)
         if results is not None:

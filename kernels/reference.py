@@ -73,6 +73,33 @@ def prefill_row(q, k, v, plan: PrefillPlan, scaling: float) -> torch.Tensor:
     return out
 
 
+def prefill_cache_positions(q, k, v, plan: PrefillPlan, scaling: float, inv_freq) -> torch.Tensor:
+    """StreamingLLM prefill with positions inside the cache (rows without padding, one sink / window for
+    every head). Query i sits at cache position c = min(i, sink + window - 1); a window key keeps its
+    distance i - j; a sink key j (cache position j) is seen from c, so its logit uses q rotated by c - i."""
+    from sparsebench.rope import rotate
+
+    sink, window = plan.sink[0], plan.window[0]
+    b, hq, n, d = q.shape
+    g = hq // k.shape[1]
+    kk, vv = k.repeat_interleave(g, 1).float(), v.repeat_interleave(g, 1).float()
+    out = torch.empty_like(q)
+    s = min(sink, n)
+    for q0 in range(0, n, QUERY_CHUNK):
+        q1 = min(n, q0 + QUERY_CHUNK)
+        i = torch.arange(q0, q1, device=q.device)
+        qs = q[:, :, q0:q1].float()
+        q_sink = rotate(qs, (i.clamp(max=sink + window - 1) - i).expand(qs.shape[:-1]), inv_freq).float()
+        j = torch.arange(q1, device=q.device)
+        sink_ok = (j[:s] <= i.unsqueeze(1))
+        win_ok = (j >= s) & (j <= i.unsqueeze(1)) & (i.unsqueeze(1) - j < window)
+        logits = torch.cat([q_sink @ kk[:, :, :s].transpose(-1, -2), qs @ kk[:, :, :q1].transpose(-1, -2)], -1) * scaling
+        mask = torch.cat([sink_ok, win_ok], -1)
+        p = torch.softmax(logits.masked_fill(~mask, float("-inf")), -1)
+        out[:, :, q0:q1] = (p @ torch.cat([vv[:, :, :s], vv[:, :, :q1]], 2)).to(q.dtype)
+    return out
+
+
 def prefill_rows(q, k, v, plan: PrefillPlan, valid, scaling: float, row_fn=prefill_row) -> torch.Tensor:
     """Run `row_fn` on the whole batch, or row by row on each row's real (non-padding) tokens."""
     if valid is None or bool(valid.all()):
@@ -92,9 +119,14 @@ def prefill_rows(q, k, v, plan: PrefillPlan, valid, scaling: float, row_fn=prefi
 @BACKENDS.register("reference")
 class ReferenceBackend(Backend):
     name = "reference"
+    supports_cache_positions = True
 
     def prefill(self, q, k, v, plan, valid, scaling):
+        if plan.cache_positions:
+            row = lambda q, k, v, plan, scaling: prefill_cache_positions(q, k, v, plan, scaling,  # noqa: E731
+                                                                          self.rope_inv_freq)
+            return prefill_rows(q, k, v, plan, valid, scaling, row_fn=row)
         return prefill_rows(q, k, v, plan, valid, scaling)
 
     def decode(self, q, store, plan, scaling):
-        return decode_with_gather(q, store, plan, scaling)
+        return decode_with_gather(q, store, plan, scaling, self.rope_inv_freq)

@@ -27,7 +27,7 @@ class SdpaBackend(Backend):
 
     @classmethod
     def check(cls, policy) -> str | None:
-        if not getattr(policy, "dense", False):
+        if not getattr(policy, "dense", False):  # (dense policies never re-rotate keys)
             return (f"a backend that runs policy={policy.name}: reference, auto (or flex / triton on GPU); "
                     "sdpa runs dense attention only (policy=full)")
         return None

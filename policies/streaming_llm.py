@@ -14,7 +14,6 @@ from sparsebench.policies.base import (
     POLICIES,
     Policy,
     argmin_victim,
-    check,
     check_choice,
     check_positive,
     held_positions,
@@ -49,12 +48,18 @@ class StreamingLLM(Policy):
         check_positive("sink", self.sink, 0)
         check_positive("window", self.window, 1)
         check_choice("positions", self.positions, ["original", "cache"])
-        check(self.positions == "original", "positions", self.positions,
-              "'original' (positions=cache, re-rotating keys to cache positions, is not implemented yet)")
+
+    def variant(self) -> dict:
+        return {"positions": self.positions}
 
     def prefill_plan(self, layer: int, n: int) -> PrefillPlan:
         h = self.arch.n_kv_heads
-        return PrefillPlan(sink=(self.sink,) * h, window=(self.window,) * h)
+        return PrefillPlan(sink=(self.sink,) * h, window=(self.window,) * h, cache_positions=self.positions == "cache")
+
+    def decode_plan(self, layer, q, store):
+        plan = super().decode_plan(layer, q, store)
+        plan.cache_positions = self.positions == "cache"
+        return plan
 
     def prefill_keep(self, layer, ctx, store):
         return sink_window_keep(ctx, self.sink, self.window, self.arch.n_kv_heads)

@@ -258,6 +258,9 @@ def attach(model, policy, backend="reference", arch: ModelArch | None = None):
         policy.setup(arch)
     if isinstance(backend, str):
         backend = make_backend(backend, policy, next(model.parameters()).device)
+    from sparsebench.rope import model_inv_freq
+
+    backend.rope_inv_freq = model_inv_freq(model)
     session = Session(arch, policy, backend)
     previous = model.config._attn_implementation
     model.set_attn_implementation(ATTN_NAME)

@@ -47,6 +47,8 @@ class PrefillPlan:
     window: tuple[int, ...]
     blocks: BlockList | None = None
     block_heads: tuple[bool, ...] | None = None
+    # StreamingLLM `positions: cache`: keys take their index inside the cache (sinks, then the window)
+    cache_positions: bool = False
 
     @staticmethod
     def dense(n_kv_heads: int) -> "PrefillPlan":
@@ -156,6 +158,7 @@ class HeadGroup:
 class DecodePlan:
     groups: list[HeadGroup]
     want_probs: bool = False  # return the attention weights over the gathered tokens
+    cache_positions: bool = False  # re-rotate keys and query to their positions inside the cache
     # bytes of page summaries read to make the selection (for the record), per row
     summary_bytes: torch.Tensor | None = None
     meta: dict = field(default_factory=dict)

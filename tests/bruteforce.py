@@ -335,3 +335,29 @@ def binarize_ref(gates, sparsity, seed=42):
     g = np.clip(np.asarray(gates, dtype=np.float64), 0, 1) + np.random.RandomState(seed).uniform(0, 1e-6, np.shape(gates))
     thr = 2.0 if sparsity >= 1 else (-1.0 if sparsity <= 0 else np.quantile(g, sparsity))
     return g >= thr
+
+
+def rope(x, pos, inv_freq):
+    """Independent RoPE (rotate_half form) of raw vectors x [..., D] at integer positions."""
+    ang = torch.as_tensor(pos, dtype=torch.float64).unsqueeze(-1) * inv_freq.double()
+    cos, sin = torch.cat([ang, ang], -1).cos(), torch.cat([ang, ang], -1).sin()
+    h = x.shape[-1] // 2
+    x = x.double()
+    return x * cos + torch.cat([-x[..., h:], x[..., :h]], -1) * sin
+
+
+def streaming_cache_positions(Qraw, Kraw, V, L, sink, win, G, scale, inv_freq):
+    """StreamingLLM with positions inside the cache: query i sees keys j <= i with j < sink or i - j < win;
+    visible keys take positions 0..m-1 in position order, the query position m - 1."""
+    Hq, N, D = Qraw.shape
+    out = torch.zeros(N, Hq, D, dtype=torch.float64)
+    for i in range(N):
+        vis = window(i, i + 1, sink, win).nonzero().flatten()
+        m = vis.numel()
+        for h in range(Hq):
+            kv = h // G
+            q = rope(Qraw[h, i], m - 1, inv_freq)
+            k = rope(Kraw[kv, vis], torch.arange(m), inv_freq)
+            p = torch.softmax((k @ q) * scale, 0)
+            out[i, h] = (p.unsqueeze(1) * V[kv, vis].double()).sum(0)
+    return out

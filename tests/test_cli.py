@@ -112,3 +112,26 @@ def test_cfg_job_prints_the_composed_config(tmp_path):
     r = cli("--cfg", "job", "policy=lserve", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "name: lserve" in r.stdout and "budget: 4096" in r.stdout and "reuse_interval: 4" in r.stdout
+
+
+def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path):
+    """A checkpoint directory with a config but no weights passes validation and fails at load time."""
+    from transformers import LlamaConfig
+
+    broken = tmp_path / "broken_ckpt"
+    LlamaConfig(vocab_size=260, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, max_position_embeddings=2048).save_pretrained(broken)
+    assert not any(broken.glob("*.safetensors"))
+    out = tmp_path / "out"
+    r = cli("-m", f"model.path={broken}", "model.tokenizer=byte", "model.weights=pretrained,random",
+            f"paths.output_dir={out}", "task.lengths=[256]", "task.depths=[50]", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    recs = {x["config"]["model"]["weights"]: x for x in records(out)}
+    assert recs["random"]["status"] == "ok"
+    assert recs["pretrained"]["status"] == "failed"
+    assert recs["pretrained"]["error"]["type"] and "Traceback" in recs["pretrained"]["error"]["traceback"]
+    # the same failing cell alone: recorded too, and the command exits non-zero
+    r1 = cli(f"model.path={broken}", "model.tokenizer=byte", "model.weights=pretrained", f"paths.output_dir={out}",
+             "task.lengths=[256]", "task.depths=[50]", cwd=tmp_path)
+    assert r1.returncode == 1
+    assert "failed" in r1.stdout

@@ -91,3 +91,24 @@ def test_sparse_policy_changes_generation_only_when_sparse(model):
     d_wide = max((a - b).abs().max().item() for a, b in zip(full.logits, wide.logits))
     d_narrow = max((a - b).abs().max().item() for a, b in zip(full.logits, narrow.logits))
     assert d_wide < 1e-5 and d_narrow > 1e-3
+
+
+def test_streaming_llm_cache_positions_through_generate(model):
+    """attach hands the model's RoPE frequencies to the backend: with a window covering the whole sequence the
+    cache index equals the position (no re-rotation: equal to full); a small window runs and differs."""
+    ids, mask = batch(4)
+    kw = dict(attention_mask=mask, max_new_tokens=6, do_sample=False, pad_token_id=0, output_logits=True,
+              return_dict_in_generate=True)
+    with torch.no_grad():
+        with attach(model, make_policy({"name": "full"}), "reference"):
+            full = model.generate(ids, **kw)
+        with attach(model, make_policy({"name": "streaming_llm", "window": 1000, "positions": "cache"}), "reference") as s:
+            wide = model.generate(ids, **kw)
+            assert s.backend.rope_inv_freq is not None
+        with attach(model, make_policy({"name": "streaming_llm", "sink": 2, "window": 8, "positions": "cache"}),
+                    "reference"):
+            narrow = model.generate(ids, **kw)
+        with attach(model, make_policy({"name": "streaming_llm", "sink": 2, "window": 8}), "reference"):
+            narrow_orig = model.generate(ids, **kw)
+    assert max((a - b).abs().max().item() for a, b in zip(full.logits, wide.logits)) < 1e-4
+    assert max((a - b).abs().max().item() for a, b in zip(narrow.logits, narrow_orig.logits)) > 1e-3
