@@ -49,6 +49,7 @@ class Runtime:
 
 class Task:
     Config: ClassVar[type] = TaskConfig
+    primary: ClassVar[str] = "score"  # the headline metric (higher is better unless listed in LOWER_IS_BETTER)
 
     def __init__(self, cfg, seed: int = 42):
         self.cfg = cfg

@@ -1,112 +1,181 @@
 """needle: needle-in-a-haystack over a grid of context lengths x depths.
 
-Variant `passkey` (this module; `duo` comes with the eval suite): a random 5-digit pass key
-hidden in haystack text at floor(len * depth / 100) tokens (backed off to the previous
-sentence end), a question at the end, exact match of the first number generated.
-Outputs a depth x length table and a heatmap PNG in the run directory.
+Variants (EVALS.md):
+- `passkey`: a random 5-digit pass key (or a uuid with `key: uuid`) hidden in haystack text, a
+  question at the end, exact match of the first number (or uuid) generated; the variant the
+  testbed model is trained for.
+- `duo`: the DuoAttention / LServe needle ("Remember, the best thing to do in San Francisco is
+  eat a sandwich and sit in Dolores Park on a sunny day."), the question ending with the answer
+  prefix "Answer: The best thing to do in San Francisco is"; score = the fraction of the expected
+  answer's words present in the response (case-insensitive word sets).
+The needle goes in at floor(len * depth / 100) haystack tokens (backed off to the previous
+sentence end by default). Outputs: a depth x length table and a heatmap PNG in the run directory.
+Lengths count prompt + generated tokens; `lengths: null` spreads `num_lengths` lengths from 1K to
+the model's maximum (EVALS.md's default).
 """
 
 from __future__ import annotations
 
 import random
 import re
+import uuid
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 from sparsebench.errors import ConfigError
 from sparsebench.evals.base import TASKS, Runtime, Sample, Task, TaskConfig
 from sparsebench.evals.haystack import haystack_ids
 
-PREFIX = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize it. "
-          "I will quiz you about the important information there.\n")
-NEEDLE = " The pass key is {key}. Remember it. {key} is the pass key. "
-QUESTION = "\nWhat is the pass key? The pass key is"
+PASSKEY_PREFIX = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize it. "
+                  "I will quiz you about the important information there.\n")
+PASSKEY_NEEDLE = " The pass key is {key}. Remember it. {key} is the pass key. "
+PASSKEY_QUESTION = "\nWhat is the pass key? The pass key is"
+
+# DuoAttention's needle harness (LLMNeedleHaystackTester): prompt, needle and retrieval question
+DUO_PREFIX = "<|im_start|> This is a very long story book: <book> "
+DUO_NEEDLE = "\n\nRemember, the best thing to do in San Francisco is eat a sandwich and sit in Dolores Park on a sunny day.\n\n"
+DUO_QUESTION = (" </book>.\n Based on the content of the book, Question: what is the best thing to do in San Francisco?"
+                "\n\nAnswer: The best thing to do in San Francisco is")
+DUO_ANSWER = "eat a sandwich and sit in Dolores Park on a sunny day."
 
 
 @dataclass
 class NeedleConfig(TaskConfig):
     name: str = "needle"
-    variant: str = "passkey"  # passkey
-    lengths: List[int] = field(default_factory=lambda: [512, 1024])  # prompt + generation tokens
-    depths: List[float] = field(default_factory=lambda: [0.0, 50.0, 100.0])  # percent
+    variant: str = "passkey"  # passkey | duo
+    lengths: Optional[List[int]] = field(default_factory=lambda: [1024, 2048])  # prompt + generated tokens
+    num_lengths: int = 8  # with lengths: null, lengths spread from 1K to the model's maximum
+    depths: List[float] = field(default_factory=lambda: [0.0, 25.0, 50.0, 75.0, 100.0])  # percent
     samples_per_cell: int = 1
+    key: str = "number"  # passkey: number (5 digits) | uuid
     haystack: str = "pydoc"  # pydoc | noise | a directory of .txt files
     sentence_boundary: bool = True  # back the needle off to the previous sentence end
-    max_new_tokens: int = 8
+    max_new_tokens: Optional[int] = None  # None: 8 for passkey (uuid: 24), 32 for duo
 
 
-def first_number(text: str) -> str | None:
-    m = re.search(r"\d+", text)
+def word_overlap(response: str, answer: str) -> float:
+    """Fraction of the answer's words (lower-cased, punctuation stripped) present in the response."""
+    words = lambda s: set(re.findall(r"[a-z0-9']+", s.lower()))  # noqa: E731
+    want = words(answer)
+    return len(want & words(response)) / len(want) if want else 0.0
+
+
+def first_match(text: str, kind: str) -> str | None:
+    pat = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}" if kind == "uuid" else r"\d+"
+    m = re.search(pat, text.lower())
     return m.group(0) if m else None
+
+
+@lru_cache(maxsize=8)
+def _sentence_end_ids(tokenizer) -> frozenset[int]:
+    """Token ids whose text ends a sentence ('.', '!', '?', possibly with a leading space marker)."""
+    vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    return frozenset(i for i, t in enumerate(vocab) if t and t.rstrip("Ċ\n ").endswith((".", "!", "?")))
+
+
+def default_lengths(max_positions: int, n: int) -> list[int]:
+    """EVALS.md: linspace(1K, model max, n), rounded down to multiples of 64."""
+    lo, hi = 1024, max_positions
+    if n <= 1 or hi <= lo:
+        return [min(lo, hi)]
+    return sorted({int((lo + (hi - lo) * i / (n - 1)) // 64 * 64) for i in range(n)})
 
 
 @TASKS.register("needle")
 class Needle(Task):
     Config = NeedleConfig
 
+    def __init__(self, cfg, seed: int = 42):
+        super().__init__(cfg, seed)
+        self.lengths = list(cfg.lengths) if cfg.lengths else None
+
+    @property
+    def max_new_tokens(self) -> int:
+        c = self.cfg
+        if c.max_new_tokens is not None:
+            return c.max_new_tokens
+        return 32 if c.variant == "duo" else (24 if c.key == "uuid" else 8)
+
     def validate(self, arch, model_cfg) -> None:
         c = self.cfg
-        if c.variant != "passkey":
-            raise ConfigError("task.variant", c.variant, "passkey")
-        if not c.lengths or any(n < 64 for n in c.lengths):
-            raise ConfigError("task.lengths", list(c.lengths), "a non-empty list of lengths >= 64 tokens")
+        if c.variant not in ("passkey", "duo"):
+            raise ConfigError("task.variant", c.variant, "passkey or duo")
+        if c.key not in ("number", "uuid"):
+            raise ConfigError("task.key", c.key, "number or uuid")
+        if self.lengths is None:
+            self.lengths = default_lengths(arch.max_positions, c.num_lengths)
+        if not self.lengths or any(n < 64 for n in self.lengths):
+            raise ConfigError("task.lengths", self.lengths, "a non-empty list of lengths >= 64 tokens (or null)")
         if any(not 0 <= d <= 100 for d in c.depths):
             raise ConfigError("task.depths", list(c.depths), "percentages in [0, 100]")
         if c.samples_per_cell < 1:
             raise ConfigError("task.samples_per_cell", c.samples_per_cell, "an integer >= 1")
-        longest = self.max_context()
-        if longest > arch.max_positions and not model_cfg.allow_extrapolation:
-            raise ConfigError("task.lengths", list(c.lengths),
+        if self.max_context() > arch.max_positions and not model_cfg.allow_extrapolation:
+            raise ConfigError("task.lengths", list(self.lengths),
                               f"lengths <= {arch.max_positions}, the maximum positions of model {model_cfg.name} "
                               "(or model.allow_extrapolation=true)")
 
     def max_context(self) -> int:
-        return max(self.cfg.lengths)
+        return max(self.lengths or [0])
+
+    def _parts(self, rng: random.Random) -> tuple[str, str, str, str]:
+        """(prefix, needle, question, reference) for one sample."""
+        if self.cfg.variant == "duo":
+            return DUO_PREFIX, DUO_NEEDLE, DUO_QUESTION, DUO_ANSWER
+        key = str(uuid.UUID(int=rng.getrandbits(128), version=4)) if self.cfg.key == "uuid" else str(rng.randint(10000, 99999))
+        return PASSKEY_PREFIX, PASSKEY_NEEDLE.format(key=key), PASSKEY_QUESTION, key
 
     def samples(self, tokenizer) -> list[Sample]:
         c = self.cfg
+        if self.lengths is None:
+            raise RuntimeError("validate() sets the lengths first")
         enc = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
         bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-        prefix, question = bos + enc(PREFIX), enc(QUESTION)
-        hay = haystack_ids(tokenizer, c.haystack, max(c.lengths))
-        period = set(enc(".")) | {i for i, t in enumerate(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))))
-                                  if t and t.endswith(".")} if c.sentence_boundary else set()
+        hay = haystack_ids(tokenizer, c.haystack, max(self.lengths))
+        ends = _sentence_end_ids(tokenizer) if c.sentence_boundary else frozenset()
         out = []
-        for length in c.lengths:
+        for length in self.lengths:
             for depth in c.depths:
                 for i in range(c.samples_per_cell):
-                    rng = random.Random(f"{self.seed}-{length}-{depth}-{i}")
-                    key = str(rng.randint(10000, 99999))
-                    needle = enc(NEEDLE.format(key=key))
-                    budget = length - len(prefix) - len(needle) - len(question) - c.max_new_tokens
+                    rng = random.Random(f"{self.seed}-{c.variant}-{length}-{depth}-{i}")
+                    prefix_s, needle_s, question_s, ref = self._parts(rng)
+                    prefix, needle, question = bos + enc(prefix_s), enc(needle_s), enc(question_s)
+                    budget = length - len(prefix) - len(needle) - len(question) - self.max_new_tokens
                     if budget < 0:
                         raise ConfigError("task.lengths", length, f"lengths of at least {length - budget} tokens")
                     at = int(budget * depth / 100)
                     if c.sentence_boundary and 0 < at < budget:
-                        back = next((j for j in range(at - 1, -1, -1) if hay[j] in period), -1)
-                        at = back + 1
+                        at = next((j + 1 for j in range(at - 1, -1, -1) if hay[j] in ends), 0)
                     ids = prefix + hay[:at] + needle + hay[at:budget] + question
-                    out.append(Sample(f"L{length}-d{depth:g}-s{i}", ids, [key],
+                    out.append(Sample(f"L{length}-d{depth:g}-s{i}", ids, [ref],
                                       {"length": length, "depth": depth, "needle_token": len(prefix) + at}))
         return out
+
+    def score(self, text: str, reference: str) -> float:
+        if self.cfg.variant == "duo":
+            return word_overlap(text, reference)
+        return float(first_match(text, self.cfg.key) == reference.lower())
 
     def run_sample(self, sample: Sample, rt: Runtime) -> dict:
         from sparsebench.generation import greedy_generate
 
         tok = rt.tokenizer
-        stop = {tok.eos_token_id} if tok.eos_token_id is not None else set()
-        gen = greedy_generate(rt.model, [sample.prompt_ids], self.cfg.max_new_tokens, stop, tok.pad_token_id or 0)
+        gen = greedy_generate(rt.model, [sample.prompt_ids], self.max_new_tokens, stop_ids(tok), pad_id(tok))
         text = tok.decode(gen.tokens[0], skip_special_tokens=True)
-        score = float(first_number(text) == sample.references[0])
-        return {"prediction": text, "score": score, "prefill_s": gen.prefill_s,
-                "decode_s_per_token": gen.decode_s / max(gen.steps, 1), **sample.meta}
+        return {"prediction": text, "score": self.score(text, sample.references[0]), "prefill_s": gen.prefill_s,
+                "decode_s_per_token": gen.decode_s / max(gen.steps, 1), "generated_tokens": len(gen.tokens[0]),
+                **sample.meta}
 
     def aggregate(self, rows: list[dict]) -> dict:
         out = super().aggregate(rows)
         for length in sorted({r["length"] for r in rows}):
             sel = [r["score"] for r in rows if r["length"] == length]
             out[f"score_L{length}"] = sum(sel) / len(sel)
+        for depth in sorted({r["depth"] for r in rows}):
+            sel = [r["score"] for r in rows if r["depth"] == depth]
+            out[f"score_d{depth:g}"] = sum(sel) / len(sel)
         return out
 
     def artifacts(self, rows: list[dict], run_dir) -> dict:
@@ -118,8 +187,19 @@ class Needle(Task):
                 for d in depths]
         run_dir = Path(run_dir)
         (run_dir / "needle_table.md").write_text(grid_table(grid, depths, lengths, "depth % \\ length") + "\n")
-        png = heatmap(grid, depths, lengths, run_dir / "needle_heatmap.png", title="needle (passkey)")
+        png = heatmap(grid, depths, lengths, run_dir / "needle_heatmap.png", title=f"needle ({self.cfg.variant})")
         return {"table": str(run_dir / "needle_table.md"), "heatmap": str(png), "grid": grid}
+
+
+def stop_ids(tokenizer) -> set[int]:
+    eos = tokenizer.eos_token_id
+    ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
+    gen_eos = getattr(getattr(tokenizer, "generation_config", None), "eos_token_id", None)
+    return ids | (set(gen_eos) if isinstance(gen_eos, list) else ({gen_eos} if gen_eos is not None else set()))
+
+
+def pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
 
 def _mean(xs):

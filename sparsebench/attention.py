@@ -123,6 +123,21 @@ class Session:
         self.backend = backend
         self.spec = policy.store_spec()
         self.stats = KVStats()
+        self.probe = None  # optional observer of every attention call (see sparsebench.evals.fidelity)
+
+    @contextmanager
+    def swapped(self, policy, backend=None):
+        """Run another policy (e.g. `full` as a reference) on this session for a while; caches made
+        meanwhile follow it, and its KV accounting is kept apart."""
+        saved = (self.policy, self.backend, self.spec, self.stats, self.probe)
+        if policy.arch != self.arch:
+            policy.setup(self.arch)
+        self.policy, self.spec, self.stats, self.probe = policy, policy.store_spec(), KVStats(), None
+        self.backend = backend or self.backend
+        try:
+            yield self
+        finally:
+            self.policy, self.backend, self.spec, self.stats, self.probe = saved
 
     def new_cache(self) -> SparseKVCache:
         self.stats.new_sequence()
@@ -165,6 +180,8 @@ class Session:
         plan = self.policy.prefill_plan(layer, L)
         out = self.backend.prefill(q, k, v, plan, valid, scaling)
         ctx = PrefillContext(q, k, valid_t, pos, lengths, scaling)
+        if self.probe is not None:
+            self.probe.on_prefill(layer, ctx, v)
         keep = self.policy.prefill_keep(layer, ctx, store)
         if keep is None:
             keep = keep_indices(valid_t.unsqueeze(1).expand(-1, Hkv, -1))
@@ -194,6 +211,8 @@ class Session:
         out, results = self.backend.decode(q, store, plan, scaling)
         if plan.want_probs:
             self.policy.observe(layer, store, plan, results, q, scaling)
+        if self.probe is not None:
+            self.probe.on_decode(layer, q, k, store, plan, scaling)
         self._count_decode(layer, store, plan)
         return out
 

@@ -22,17 +22,23 @@ def load_records(output_dir: str | Path) -> list[dict]:
 
 
 def table(records: list[dict]) -> str:
-    head = ("task", "model", "policy", "backend", "status", "score", "density", "KV held MB", "KV read/step MB",
-            "s/sample")
+    head = ("task", "model", "policy", "backend", "status", "metric", "value", "density", "KV held MB",
+            "KV read/step MB", "s/sample")
     lines = [head]
+    def primary(r):
+        m = r.get("metrics") or {}
+        key = m.get("primary", "score")
+        return key, m.get(key)
+
     for r in sorted(records, key=lambda r: (r["config"]["task"]["name"], r["config"]["model"]["name"],
-                                              -(r.get("metrics") or {}).get("score", -1))):
+                                              r["config"]["policy"]["name"])):
         c, m, kv, t = r["config"], r.get("metrics") or {}, r.get("kv") or {}, r.get("timings") or {}
         sps = t.get("samples_per_s")
+        key, value = primary(r)
         lines.append((
             c["task"]["name"], c["model"]["name"], c["policy"]["name"], r.get("backend_resolved") or c["backend"]["name"],
-            r.get("status", "?"),
-            f"{m['score']:.3f}" if "score" in m else "-",
+            r.get("status", "?"), key,
+            f"{value:.4g}" if isinstance(value, (int, float)) else "-",
             f"{kv['density_decode']:.3f}" if "density_decode" in kv else "-",
             f"{kv['kv_bytes_held_peak'] / 2**20:.2f}" if "kv_bytes_held_peak" in kv else "-",
             f"{kv['kv_bytes_read_per_decode_step'] / 2**20:.3f}" if "kv_bytes_read_per_decode_step" in kv else "-",

@@ -124,6 +124,8 @@ def run(spec: RunSpec, progress: bool = True) -> dict:
     except Exception as e:  # a failed cell is recorded; the caller decides whether to stop
         status, error = "failed", {"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()}
     finally:
+        if metrics and spec.task.primary in metrics:
+            metrics["primary"] = spec.task.primary
         result = {**base, "status": status, "error": error, "metrics": metrics, "kv": kv, "timings": timings,
                   "finished": time.time(), "n_samples": len(rows), "resumed_samples": resumed,
                   "artifacts": {k: v for k, v in artifacts.items() if isinstance(v, str)}}
@@ -142,8 +144,9 @@ def run(spec: RunSpec, progress: bool = True) -> dict:
 def _print_summary(spec: RunSpec, result: dict) -> None:
     m = result.get("metrics") or {}
     kv = result.get("kv") or {}
+    key = spec.task.primary
     line = (f"[sparsebench] {result['status']}: task={spec.cfg.task.name} model={spec.cfg.model.name} "
-            f"policy={spec.policy.name} backend={spec.backend} score={m.get('score', float('nan')):.4f} "
+            f"policy={spec.policy.name} backend={spec.backend} {key}={m.get(key, float('nan')):.4f} "
             f"density_decode={kv.get('density_decode', float('nan')):.3f} "
             f"kv_held_peak_MB={kv.get('kv_bytes_held_peak', 0) / 2**20:.3f} -> {result['record_dir']}")
     print(line)
