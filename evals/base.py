@@ -38,13 +38,49 @@ class Sample:
 
 
 @dataclass
+class Completion:
+    text: str
+    tokens: list[int]
+    prefill_s: float = 0.0
+    decode_s_per_token: float = 0.0
+
+    def timings(self) -> dict:
+        return {"prefill_s": self.prefill_s, "decode_s_per_token": self.decode_s_per_token,
+                "generated_tokens": len(self.tokens)}
+
+
+@dataclass
 class Runtime:
-    """What a task needs to run a sample."""
+    """What a task needs to run a sample: the model under its policy, the tokenizer, and generation."""
 
     model: Any
     tokenizer: Any
     session: Any
     seed: int = 42
+
+    def generate(self, prompt_ids: list[int], max_new_tokens: int, stop_ids: set[int] | None = None,
+                 min_new_tokens: int = 0) -> Completion:
+        """Greedy continuation of one prompt, decoded without special tokens."""
+        from sparsebench.generation import greedy_generate
+
+        tok = self.tokenizer
+        stop = default_stop_ids(tok, self.model) if stop_ids is None else stop_ids
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        gen = greedy_generate(self.model, [prompt_ids], max_new_tokens, stop, pad, min_new_tokens=min_new_tokens)
+        return Completion(tok.decode(gen.tokens[0], skip_special_tokens=True), gen.tokens[0], gen.prefill_s,
+                          gen.decode_s / max(gen.steps, 1))
+
+
+def default_stop_ids(tokenizer, model=None) -> set[int]:
+    """The tokenizer's EOS id and the model's generation-config EOS ids (e.g. Llama 3's <|eot_id|>)."""
+    ids: set[int] = set()
+    gen_cfg = getattr(model, "generation_config", None)
+    for eos in (tokenizer.eos_token_id, getattr(gen_cfg, "eos_token_id", None)):
+        if isinstance(eos, (list, tuple, set)):
+            ids |= set(eos)
+        elif eos is not None:
+            ids.add(eos)
+    return ids
 
 
 class Task:

@@ -159,13 +159,8 @@ class Needle(Task):
         return float(first_match(text, self.cfg.key) == reference.lower())
 
     def run_sample(self, sample: Sample, rt: Runtime) -> dict:
-        from sparsebench.generation import greedy_generate
-
-        tok = rt.tokenizer
-        gen = greedy_generate(rt.model, [sample.prompt_ids], self.max_new_tokens, stop_ids(tok), pad_id(tok))
-        text = tok.decode(gen.tokens[0], skip_special_tokens=True)
-        return {"prediction": text, "score": self.score(text, sample.references[0]), "prefill_s": gen.prefill_s,
-                "decode_s_per_token": gen.decode_s / max(gen.steps, 1), "generated_tokens": len(gen.tokens[0]),
+        out = rt.generate(sample.prompt_ids, self.max_new_tokens)
+        return {"prediction": out.text, "score": self.score(out.text, sample.references[0]), **out.timings(),
                 **sample.meta}
 
     def aggregate(self, rows: list[dict]) -> dict:
@@ -189,17 +184,6 @@ class Needle(Task):
         (run_dir / "needle_table.md").write_text(grid_table(grid, depths, lengths, "depth % \\ length") + "\n")
         png = heatmap(grid, depths, lengths, run_dir / "needle_heatmap.png", title=f"needle ({self.cfg.variant})")
         return {"table": str(run_dir / "needle_table.md"), "heatmap": str(png), "grid": grid}
-
-
-def stop_ids(tokenizer) -> set[int]:
-    eos = tokenizer.eos_token_id
-    ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
-    gen_eos = getattr(getattr(tokenizer, "generation_config", None), "eos_token_id", None)
-    return ids | (set(gen_eos) if isinstance(gen_eos, list) else ({gen_eos} if gen_eos is not None else set()))
-
-
-def pad_id(tokenizer) -> int:
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
 
 def _mean(xs):

@@ -26,7 +26,8 @@ def _sync(device) -> None:
 
 
 @torch.no_grad()
-def greedy_generate(model, prompts: list[list[int]], max_new_tokens: int, stop_ids: set[int], pad_id: int) -> Generation:
+def greedy_generate(model, prompts: list[list[int]], max_new_tokens: int, stop_ids: set[int], pad_id: int,
+                    min_new_tokens: int = 0) -> Generation:
     device = next(model.parameters()).device
     B, L = len(prompts), max(len(p) for p in prompts)
     ids = torch.full((B, L), pad_id, dtype=torch.long)
@@ -49,7 +50,7 @@ def greedy_generate(model, prompts: list[list[int]], max_new_tokens: int, stop_i
     steps = 0
     for step in range(max_new_tokens):
         for b, t in enumerate(nxt.tolist()):
-            if not done[b] and t in stop_ids:
+            if not done[b] and t in stop_ids and step >= min_new_tokens:
                 done[b] = True
             elif not done[b]:
                 new[b].append(t)

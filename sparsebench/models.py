@@ -25,8 +25,8 @@ BYTE_SPECIALS = ["<s>", "</s>", "<pad>", "<unk>"]
 
 
 def byte_tokenizer():
-    """A byte-level tokenizer: one token per byte (ids 0-255), then <s> </s> <pad> <unk>."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    """A byte-level tokenizer: one token per byte (ids 0-255), then <s> </s> <pad> <unk>; BOS first, as Llama's."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     alphabet = pre_tokenizers.ByteLevel.alphabet()
@@ -40,6 +40,7 @@ def byte_tokenizer():
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens(BYTE_SPECIALS)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 256)])
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
                                    unk_token="<unk>", padding_side="left")
 
