@@ -57,6 +57,7 @@ class Runtime:
     tokenizer: Any
     session: Any
     seed: int = 42
+    run_dir: Any = None  # where a task may write files next to the record
 
     def generate(self, prompt_ids: list[int], max_new_tokens: int, stop_ids: set[int] | None = None,
                  min_new_tokens: int = 0) -> Completion:
@@ -99,6 +100,10 @@ class Task:
 
     def samples(self, tokenizer) -> list[Sample]:
         raise NotImplementedError
+
+    def apply_limit(self, samples: list[Sample], limit: int | None) -> list[Sample]:
+        """`task.limit`: keep the first `limit` samples (quick screening)."""
+        return samples[:limit] if limit else samples
 
     def run_sample(self, sample: Sample, rt: Runtime) -> dict:
         raise NotImplementedError

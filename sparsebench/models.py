@@ -148,7 +148,7 @@ def resolve_dtype(name: str, device):
 def load_tokenizer(cfg):
     from transformers import AutoTokenizer
 
-    src = cfg.tokenizer
+    src = resolve_asset(cfg.tokenizer)
     if src == "byte" or (src is None and cfg.weights == "random" and cfg.path is None):
         return byte_tokenizer()
     src = src or cfg.path or cfg.hub_id

@@ -10,7 +10,8 @@ def grid_table(grid, rows, cols, corner: str) -> str:
     """Markdown table of grid[i][j] (rows x cols) in percent."""
     head = f"| {corner} | " + " | ".join(str(c) for c in cols) + " |"
     sep = "|---" * (len(cols) + 1) + "|"
-    body = ["| " + f"{r:g} | " + " | ".join("-" if math.isnan(v) else f"{100 * v:.0f}" for v in line) + " |"
+    label = lambda r: f"{r:g}" if isinstance(r, (int, float)) else str(r)  # noqa: E731
+    body = ["| " + f"{label(r)} | " + " | ".join("-" if math.isnan(v) else f"{100 * v:.0f}" for v in line) + " |"
             for r, line in zip(rows, grid)]
     return "\n".join([head, sep, *body])
 
@@ -26,7 +27,7 @@ def heatmap(grid, rows, cols, path, title: str = "", xlabel: str = "context leng
     fig, ax = plt.subplots(figsize=(1.2 + 0.7 * len(cols), 1.0 + 0.45 * len(rows)))
     im = ax.imshow(grid, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
     ax.set_xticks(range(len(cols)), [str(c) for c in cols])
-    ax.set_yticks(range(len(rows)), [f"{r:g}" for r in rows])
+    ax.set_yticks(range(len(rows)), [f"{r:g}" if isinstance(r, (int, float)) else str(r) for r in rows])
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:

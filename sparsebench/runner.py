@@ -87,11 +87,9 @@ def run(spec: RunSpec, progress: bool = True) -> dict:
         model, tok = load_model(cfg.model)
         timings["load_s"] = time.perf_counter() - t0
         with attach(model, spec.policy, spec.backend, arch=spec.arch) as session:
-            samples = spec.task.samples(tok)
-            if cfg.task.get("limit"):
-                samples = samples[: cfg.task.limit]
+            samples = spec.task.apply_limit(spec.task.samples(tok), cfg.task.get("limit"))
             done = rec.load_samples()
-            rt = Runtime(model, tok, session, cfg.seed)
+            rt = Runtime(model, tok, session, cfg.seed, rec.dir)
             t1 = time.perf_counter()
             new_tokens = 0
             bar = tqdm(samples, desc=f"{cfg.task.name} {spec.policy.name}/{spec.backend}", disable=not progress,
