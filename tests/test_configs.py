@@ -39,6 +39,12 @@ def test_every_policy_builds_on_tiny_llama(policy):
     assert spec.backend in ("reference", "sdpa")
 
 
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_every_experiment_composes(experiment):
+    cfg = compose("config", overrides=[f"experiment={experiment}"])
+    assert cfg.task.name and cfg.policy.name
+
+
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local", "submitit_slurm"])
 def test_launcher_configs_compose(launcher):
     cfg = compose("config", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
