@@ -18,7 +18,7 @@ AUTO_ORDER = {"cuda": ["triton", "sdpa", "flex", "reference"], "cpu": ["sdpa", "
 
 
 def _optional_backends() -> None:
-    for mod in ("flex", "triton_backend"):
+    for mod in ("triton_backend", "flex"):
         try:
             __import__(f"sparsebench.kernels.{mod}")
         except ImportError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import traceback
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,9 +85,10 @@ def run(spec: RunSpec, progress: bool = True) -> dict:
     resumed = 0
     try:
         t0 = time.perf_counter()
-        model, tok = load_model(cfg.model)
+        needs_model = getattr(spec.task, "needs_model", True)
+        model, tok = load_model(cfg.model) if needs_model else (None, None)
         timings["load_s"] = time.perf_counter() - t0
-        with attach(model, spec.policy, spec.backend, arch=spec.arch) as session:
+        with (attach(model, spec.policy, spec.backend, arch=spec.arch) if needs_model else nullcontext()) as session:
             samples = spec.task.apply_limit(spec.task.samples(tok), cfg.task.get("limit"))
             done = rec.load_samples()
             rt = Runtime(model, tok, session, cfg.seed, rec.dir)
@@ -115,7 +117,7 @@ def run(spec: RunSpec, progress: bool = True) -> dict:
                 if vals:
                     timings[f"mean_{key}"] = sum(vals) / len(vals)
             metrics = spec.task.aggregate(rows)
-            kv = session.stats.summary(spec.arch.n_layers)
+            kv = session.stats.summary(spec.arch.n_layers) if session is not None else {}
             artifacts = spec.task.artifacts(rows, rec.dir)
     except torch.cuda.OutOfMemoryError as e:
         status, error = "oom", {"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()}

@@ -39,18 +39,23 @@ def rows(seed=0):
     return out
 
 
-def run_session(policy_cfg, data, layer, backend="reference"):
+def run_session_on(policy_cfg, data, layer, backend="reference", device="cpu"):
+    return run_session(policy_cfg, data, layer, backend, device)[0]
+
+
+def run_session(policy_cfg, data, layer, backend="reference", device="cpu"):
     """Drive one layer exactly as a model would: a left-padded prefill chunk, then one token per call."""
     policy = make_policy(policy_cfg)
     policy.setup(arch())
-    session = Session(arch(), policy, make_backend(backend, policy, "cpu"))
+    session = Session(arch(), policy, make_backend(backend, policy, device))
     cache = session.new_cache()
     Lmax = max(LENGTHS)
     B = len(LENGTHS)
-    q = torch.zeros(B, HQ, Lmax, D)
-    k = torch.zeros(B, HKV, Lmax, D)
-    v = torch.zeros(B, HKV, Lmax, D)
-    mask = torch.zeros(B, Lmax, dtype=torch.bool)
+    dt = data[0][0].dtype
+    q = torch.zeros(B, HQ, Lmax, D, device=device, dtype=dt)
+    k = torch.zeros(B, HKV, Lmax, D, device=device, dtype=dt)
+    v = torch.zeros(B, HKV, Lmax, D, device=device, dtype=dt)
+    mask = torch.zeros(B, Lmax, dtype=torch.bool, device=device)
     for b, (L, (Q, K, V)) in enumerate(zip(LENGTHS, data)):
         q[b, :, Lmax - L :], k[b, :, Lmax - L :], v[b, :, Lmax - L :] = Q[:, :L], K[:, :L], V[:, :L]
         mask[b, Lmax - L :] = True
@@ -59,7 +64,7 @@ def run_session(policy_cfg, data, layer, backend="reference"):
         qt = torch.stack([Q[:, L + t] for L, (Q, _, _) in zip(LENGTHS, data)]).unsqueeze(2)
         kt = torch.stack([K[:, L + t] for L, (_, K, _) in zip(LENGTHS, data)]).unsqueeze(2)
         vt = torch.stack([V[:, L + t] for L, (_, _, V) in zip(LENGTHS, data)]).unsqueeze(2)
-        mask = torch.cat([mask, torch.ones(B, 1, dtype=torch.bool)], 1)
+        mask = torch.cat([mask, torch.ones(B, 1, dtype=torch.bool, device=device)], 1)
         outs.append(session.attend(cache, layer, qt, kt, vt, mask, SCALE))
     per_row = []
     for b, L in enumerate(LENGTHS):

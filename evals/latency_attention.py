@@ -1,0 +1,256 @@
+"""latency_attention: attention-only benchmark of every policy on every backend, against dense cuDNN.
+
+Rows (one record line each, resumable): prefill at `prefill_lengths` and decode at `decode_lengths`,
+for `batch_sizes`, in one layer of Llama-3-8B geometry (32 query / 8 KV heads, dim 128, bf16):
+`full` on sdpa_cudnn, sdpa_flash, flex and triton; the sparse policies on flex and triton
+(`triton` sends dense heads to cuDNN, `triton_all` runs every head in the Triton kernel).
+Timing: device events, warm-up excluded, medians (sparsebench.timing); decode steps are CUDA-graph
+replays, one reuse cycle per graph for LServe (selector on its first step only). Each row reports
+ms, TFLOP/s (prefill) or TB/s (decode), the fraction of the floor (FLOPs / measured matmul rate, or
+bytes / measured copy bandwidth) and the speedup over dense cuDNN (prefill) / dense SDPA (decode)
+of the same shapes measured in the same run (`aggregate`). Before timing, each row's output is
+checked against the reference math on the same inputs (bf16 relative error < 1e-2, no NaN).
+
+Decode state is what an engine holds: a paged pool [pages, page, D] laid out stream by stream
+(so the dense baseline reads it as [B, Hkv, N, D] without a copy), streaming heads in their own
+small pool (sink + window pages only), key min / max per logical page for Quest / LServe.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import List
+
+import torch
+
+from sparsebench.errors import ConfigError
+from sparsebench.evals.base import TASKS, Runtime, Sample, Task, TaskConfig
+
+PREFILL_BACKENDS = {"full": ["sdpa_cudnn", "sdpa_flash", "flex", "triton_all"]}
+SPARSE_BACKENDS = ["flex", "triton", "triton_all"]
+DECODE_BACKENDS = {"full": ["sdpa", "triton"]}
+
+
+@dataclass
+class LatencyAttentionConfig(TaskConfig):
+    name: str = "latency_attention"
+    phases: List[str] = field(default_factory=lambda: ["prefill", "decode"])
+    prefill_lengths: List[int] = field(default_factory=lambda: [8192, 32768, 65536, 131072])
+    decode_lengths: List[int] = field(default_factory=lambda: [8192, 32768, 65536, 131072])
+    prefill_batch_sizes: List[int] = field(default_factory=lambda: [1])
+    decode_batch_sizes: List[int] = field(default_factory=lambda: [1, 8])
+    policies: List[str] = field(default_factory=lambda: ["full", "streaming_llm", "streaming_heads", "quest",
+                                                         "lserve", "alisa_swa"])
+    n_heads: int = 32
+    n_kv_heads: int = 8
+    head_dim: int = 128
+    dtype: str = "bfloat16"
+    alisa_score_window: int = 256  # history rows ALISA's scores sum (the paper's k is ~13K rows at 128K)
+    # Triton prefill launch configs tried per row (BLOCK_M x BLOCK_N x warps x stages); the fastest is kept
+    prefill_configs: List[str] = field(default_factory=lambda: ["128x64x8x3", "128x128x8x3", "128x64x4x3",
+                                                                "64x64x4x4", "128x32x4x4"])
+    check_correctness: bool = True
+    warmup_ms: int = 25
+    rep_ms: int = 100
+
+
+def _policy(name: str, n_layers_kv: int):
+    """The policy with its paper defaults; streaming heads: exactly half of this layer's KV heads."""
+    from sparsebench.arch import ModelArch
+    from sparsebench.policies import make_policy
+
+    cfg = {"name": name}
+    if name in ("streaming_heads", "lserve"):
+        cfg["gates"] = [[float(h % 2 == 0) for h in range(n_layers_kv)]]
+        cfg["sparsity"] = 0.5
+    if name == "quest":
+        cfg["dense_layers"] = []
+    p = make_policy(cfg)
+    p.setup(ModelArch("bench", 1, 32, n_layers_kv, 128, 1 << 21))
+    return p
+
+
+@TASKS.register("latency_attention")
+class LatencyAttention(Task):
+    Config = LatencyAttentionConfig
+    needs_model = False
+    primary = "rows"
+
+    def validate(self, arch, model_cfg) -> None:
+        c = self.cfg
+        if not torch.cuda.is_available():
+            raise ConfigError("task.name", c.name, "a CUDA device (task=latency_attention times GPU kernels)")
+        bad = [p for p in c.policies if p not in ("full", "streaming_llm", "streaming_heads", "quest", "lserve",
+                                                  "alisa_swa")]
+        if bad:
+            raise ConfigError("task.policies", bad, "full, streaming_llm, streaming_heads, quest, lserve, alisa_swa")
+
+    def samples(self, tokenizer) -> list[Sample]:
+        c = self.cfg
+        out = []
+        for phase in c.phases:
+            lengths = c.prefill_lengths if phase == "prefill" else c.decode_lengths
+            batches = c.prefill_batch_sizes if phase == "prefill" else c.decode_batch_sizes
+            for n in lengths:
+                for b in batches:
+                    for pol in c.policies:
+                        table = PREFILL_BACKENDS if phase == "prefill" else DECODE_BACKENDS
+                        for be in table.get(pol, SPARSE_BACKENDS if phase == "prefill" else ["triton", "flex"]):
+                            out.append(Sample(f"{phase}/{pol}/{be}/B{b}/L{n}", [], [],
+                                              {"phase": phase, "policy": pol, "backend": be, "batch": b,
+                                               "length": n}))
+        return out
+
+    def run_sample(self, sample: Sample, rt: Runtime) -> dict:
+        m = sample.meta
+        if not hasattr(self, "_ceil"):
+            from sparsebench.timing import ceilings
+
+            self._ceil = ceilings()
+        try:
+            row = (prefill_row if m["phase"] == "prefill" else decode_row)(self.cfg, m)
+        except torch.cuda.OutOfMemoryError as e:
+            torch.cuda.empty_cache()
+            row = {"error": f"OOM: {e}"[:300]}
+        except Exception as e:  # a row that cannot run is recorded; the benchmark goes on
+            row = {"error": f"{type(e).__name__}: {e}"[:500]}
+        torch.cuda.empty_cache()
+        cb, mf = self._ceil["copy_bytes_per_s"], self._ceil["matmul_flops_per_s"]
+        if "ms" in row:
+            floor_s = max(row.get("flops", 0) / mf, row.get("bytes", 0) / cb)
+            row["floor_fraction"] = floor_s / (row["ms"] * 1e-3) if row["ms"] > 0 else 0.0
+            if row.get("flops"):
+                row["tflops"] = row["flops"] / (row["ms"] * 1e-3) / 1e12
+            if row.get("bytes"):
+                row["tbps"] = row["bytes"] / (row["ms"] * 1e-3) / 1e12
+        return {**m, **row, "copy_tbps": cb / 1e12, "matmul_tflops": mf / 1e12}
+
+    def aggregate(self, rows: list[dict]) -> dict:
+        base = {}
+        for r in rows:
+            if "ms" not in r:
+                continue
+            if (r["phase"], r["policy"], r["backend"]) in (("prefill", "full", "sdpa_cudnn"), ("decode", "full", "sdpa")):
+                base[(r["phase"], r["batch"], r["length"])] = r["ms"]
+        out: dict = {"rows": len(rows), "failed_rows": sum("error" in r for r in rows)}
+        for r in rows:
+            b = base.get((r["phase"], r["batch"], r["length"]))
+            if b and "ms" in r:
+                r["speedup"] = b / r["ms"]
+                out[f"speedup/{r['id']}"] = r["speedup"]
+                out[f"ms/{r['id']}"] = r["ms"]
+        return out
+
+    def artifacts(self, rows: list[dict], run_dir) -> dict:
+        from pathlib import Path
+
+        self.aggregate(rows)  # adds speedups to rows
+        lines = ["| phase | policy | backend | B | L | ms | TFLOP/s | TB/s | floor frac | speedup vs dense | note |",
+                 "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            f = lambda k, fmt: (fmt.format(r[k]) if isinstance(r.get(k), (int, float)) else "-")  # noqa: E731
+            lines.append(f"| {r['phase']} | {r['policy']} | {r['backend']} | {r['batch']} | {r['length']} | "
+                         f"{f('ms', '{:.4f}')} | {f('tflops', '{:.0f}')} | {f('tbps', '{:.2f}')} | "
+                         f"{f('floor_fraction', '{:.2f}')} | {f('speedup', '{:.2f}x')} | "
+                         f"{r.get('error', r.get('note', ''))} |")
+        path = Path(run_dir) / "attention_table.md"
+        path.write_text("\n".join(lines) + "\n")
+        return {"table": str(path)}
+
+
+# ------------------------------------------------------------------------------------------------ prefill
+def _dtype(c):
+    return getattr(torch, c.dtype)
+
+
+def prefill_row(c: LatencyAttentionConfig, m: dict) -> dict:
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from sparsebench.kernels.bench_steps import check_close
+    from sparsebench.kernels.reference import prefill_row as ref_prefill
+    from sparsebench.kernels.triton_backend import TritonBackend
+    from sparsebench.timing import median_ms
+
+    B, n, D = m["batch"], m["length"], c.head_dim
+    Hq, Hkv = c.n_heads, c.n_kv_heads
+    g = torch.Generator(device="cuda").manual_seed(n + B)
+    q = torch.randn(B, Hq, n, D, device="cuda", dtype=_dtype(c), generator=g)
+    k = torch.randn(B, Hkv, n, D, device="cuda", dtype=_dtype(c), generator=g)
+    v = torch.randn(B, Hkv, n, D, device="cuda", dtype=_dtype(c), generator=g)
+    scale = 1 / math.sqrt(D)
+    policy = _policy(m["policy"], Hkv)
+    plan = policy.prefill_plan(0, n)
+    pairs, causal = plan.pairs_computed(n)
+    flops = 4 * D * (Hq // Hkv) * pairs * B
+    be = m["backend"]
+    if be in ("sdpa_cudnn", "sdpa_flash"):
+        kind = SDPBackend.CUDNN_ATTENTION if be == "sdpa_cudnn" else SDPBackend.FLASH_ATTENTION
+        kk, vv, gqa = k, v, True
+        if be == "sdpa_cudnn":  # cuDNN takes GQA as expanded K / V (expanded once, outside the timed region)
+            kk, vv, gqa = k.repeat_interleave(Hq // Hkv, 1), v.repeat_interleave(Hq // Hkv, 1), False
+
+        def fn():
+            with sdpa_kernel(kind):
+                return F.scaled_dot_product_attention(q, kk, vv, is_causal=True, scale=scale, enable_gqa=gqa)
+    elif be == "flex":
+        from sparsebench.kernels.flex import BLOCK, _flex_fn, make_block_mask
+
+        n_pad = -(-n // BLOCK) * BLOCK
+        assert n_pad == n, "benchmark lengths are multiples of 128"
+        bm = make_block_mask(plan, n, n_pad, Hq // Hkv, q.device)
+        flex = _flex_fn(q.device)
+
+        def fn():
+            return flex(q, k, v, block_mask=bm, scale=scale, enable_gqa=True)
+    else:
+        fns = {}
+        for conf in c.prefill_configs:
+            bm, bn, w, st = (int(x) for x in conf.split("x"))
+            backend = TritonBackend("cuda", dense_heads="triton" if be == "triton_all" else "sdpa", block_m=bm,
+                                    block_n=bn, num_warps=w, num_stages=st)
+            fns[conf] = (lambda b=backend: b._prefill_row(q, k, v, plan, scale))
+
+    note = ""
+    if be.startswith("triton"):
+        timed = {}
+        for conf, f in fns.items():
+            try:
+                timed[conf] = median_ms(f, c.warmup_ms, c.rep_ms)
+            except Exception as e:  # a config that does not fit (shared memory) is skipped
+                timed[conf] = float("inf")
+                note += f"{conf}: {type(e).__name__}; "
+        best = min(timed, key=timed.get)
+        fn, ms = fns[best], timed[best]
+        note += f"config {best}"
+    else:
+        ms = None
+    if c.check_correctness and n <= 8192:
+        out = fn()
+        ref = ref_prefill(q.float(), k.float(), v.float(), plan, scale)
+        note = (note + "; " if note else "") + check_close(out, ref)
+    if ms is None:
+        ms = median_ms(fn, c.warmup_ms, c.rep_ms)
+    blocks = pairs * (Hq // Hkv) * B / (128 * 128)
+    return {"ms": ms, "flops": flops, "density": pairs / causal, "ms_per_block_1e6": ms / blocks * 1e6, "note": note}
+
+
+# ------------------------------------------------------------------------------------------------ decode
+def decode_row(c: LatencyAttentionConfig, m: dict) -> dict:
+    from sparsebench.kernels.bench_steps import build_decode_step
+    from sparsebench.timing import graph_ms
+
+    step, steps, info = build_decode_step(m["policy"], m["backend"], m["batch"], m["length"], c.n_heads,
+                                          c.n_kv_heads, c.head_dim, _dtype(c), c)
+    note = ""
+    if c.check_correctness and m["length"] <= 8192 and info.get("check"):
+        note = info["check"]()
+    if m["backend"] == "flex":
+        from sparsebench.timing import median_ms
+
+        ms = median_ms(lambda: [step(i) for i in range(steps)], c.warmup_ms, c.rep_ms) / steps
+    else:
+        ms = graph_ms(step, steps)
+    return {"ms": ms, "bytes": info["bytes"], "note": note, **{k: v for k, v in info.items()
+                                                               if k not in ("bytes", "check")}}

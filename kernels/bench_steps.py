@@ -1,0 +1,312 @@
+"""Static decode steps for the attention benchmark (what an engine holds for one layer), per policy and backend.
+
+`build_decode_step(policy, backend, B, N, Hq, Hkv, D, dtype)` returns (step(i), steps, info): `step`
+only launches kernels on preallocated tensors, so a CUDA graph can capture `steps` consecutive
+calls (one reuse cycle for LServe); info["bytes"] counts the bytes a step must read (selected
+K / V, page summaries on selection steps, amortised); info["check"]() compares one step's output
+with dense math over the same selected tokens.
+Policies use their POLICIES.md defaults: StreamingLLM sink 4 + window 1020; DuoAttention streaming
+heads (half the KV heads) sink 64 + local 256; Quest pages of 16, budget 1024; LServe pages 64 / 16,
+budget 4096, reuse 4, streaming heads sink 128 + local 256; ALISA r = 0.2 (k = round(N r / 2)).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from sparsebench.kernels.triton_decode import gathered_attention, page_scores_triton, paged_attention
+
+
+def check_close(out, ref) -> str:
+    if torch.isnan(out).any():
+        raise AssertionError("NaN in the output")
+    rel = ((out.float() - ref.float()).norm() / ref.float().norm()).item()
+    if rel > 1e-2:
+        raise AssertionError(f"relative error {rel:.2e} > 1e-2 against the reference")
+    return f"rel err {rel:.1e}"
+
+
+DEV = "cuda"  # the device the steps run on (tests set "cpu" under TRITON_INTERPRET=1)
+
+
+class Pool:
+    """A paged pool for `streams` streams; stream s owns pages [s * pages_per_stream, ...) in order."""
+
+    def __init__(self, streams: int, tokens: int, page: int, D: int, dtype, gen, summary_page: int | None = None):
+        self.page, self.D, self.tokens = page, D, tokens
+        self.pps = -(-tokens // page)
+        P = streams * self.pps
+        self.k = torch.randn(P, page, D, device=DEV, dtype=dtype, generator=gen)
+        self.v = torch.randn(P, page, D, device=DEV, dtype=dtype, generator=gen)
+        if summary_page:
+            lpp = page // summary_page
+            blk = self.k.view(P, lpp, summary_page, D)
+            valid = (torch.arange(self.pps * page, device=DEV).view(self.pps, lpp, summary_page) < tokens)
+            valid = valid.repeat(streams, 1, 1).unsqueeze(-1)
+            big = torch.finfo(dtype).max
+            self.kmin = torch.where(valid, blk, big).amin(2).reshape(P * lpp, D).contiguous()
+            self.kmax = torch.where(valid, blk, -big).amax(2).reshape(P * lpp, D).contiguous()
+            self.lpp = lpp
+
+    def pages(self, stream_ids: torch.Tensor, sel: torch.Tensor | None = None):
+        """(pool page ids, tokens per page) for streams [B, R] and stream pages sel [B, R, n] (None = all)."""
+        if sel is None:
+            sel = torch.arange(self.pps, device=DEV).expand(*stream_ids.shape, self.pps)
+        ids = torch.where(sel >= 0, stream_ids.unsqueeze(-1) * self.pps + sel.clamp(min=0), -1)
+        plen = (self.tokens - sel * self.page).clamp(min=0, max=self.page)
+        return ids.to(torch.int32), torch.where(sel >= 0, plen, 0).to(torch.int32)
+
+    def dense_view(self, B: int, H: int):
+        return self.k.view(B, H, self.pps * self.page, self.D)[:, :, : self.tokens], \
+            self.v.view(B, H, self.pps * self.page, self.D)[:, :, : self.tokens]
+
+
+def _ref_pages(q_rows, pool: Pool, ids, plen, scale):
+    """Dense attention over exactly the listed pages' tokens, fp32."""
+    B, R, GQ, D = q_rows.shape
+    out = torch.empty(B, R, GQ, D, device=DEV)
+    for b in range(B):
+        for r in range(R):
+            ks, vs = [], []
+            for pid, n in zip(ids[b, r].tolist(), plen[b, r].tolist()):
+                if pid >= 0 and n > 0:
+                    ks.append(pool.k[pid, :n])
+                    vs.append(pool.v[pid, :n])
+            k, v = torch.cat(ks).float(), torch.cat(vs).float()
+            w = torch.softmax(q_rows[b, r].float() @ k.T * scale, -1)
+            out[b, r] = w @ v
+    return out
+
+
+def build_decode_step(policy: str, backend: str, B: int, N: int, Hq: int, Hkv: int, D: int, dtype, cfg=None,
+                      device: str = "cuda"):
+    global DEV
+    DEV = device
+    G = Hq // Hkv
+    gen = torch.Generator(device=DEV).manual_seed(N * 31 + B)
+    scale = 1 / math.sqrt(D)
+    q = torch.randn(B, Hq, D, device=DEV, dtype=dtype, generator=gen)
+    kv_bytes = 2 * D * torch.tensor([], dtype=dtype).element_size()  # K + V per token and head
+    streams = torch.arange(B * Hkv, device=DEV).view(B, Hkv)
+    if backend == "flex":
+        return _flex_step(policy, B, N, Hq, Hkv, D, dtype, q, gen, scale, kv_bytes)
+
+    if policy == "full" and backend == "sdpa":
+        import torch.nn.functional as F
+
+        pool = Pool(B * Hkv, N, 64, D, dtype, gen)
+        K, V = pool.dense_view(B, Hkv)
+        q4 = q.unsqueeze(2)
+        out = torch.empty_like(q4)
+
+        def step(i):
+            out.copy_(F.scaled_dot_product_attention(q4, K, V, scale=scale, enable_gqa=True))
+
+        ids, plen = pool.pages(streams)
+        return step, 1, {"bytes": B * Hkv * N * kv_bytes, "check": lambda: (step(0), check_close(
+            out.view(B, Hkv, G, D), _ref_pages(q.view(B, Hkv, G, D), pool, ids, plen, scale)))[1]}
+
+    if policy in ("full", "streaming_llm", "streaming_heads"):
+        if policy == "full":
+            pool = Pool(B * Hkv, N, 64, D, dtype, gen)
+            ids, plen = pool.pages(streams)
+            tokens = B * Hkv * N
+        elif policy == "streaming_llm":  # 4 sinks + 1020 recent = 16 pages per stream, whatever N is
+            pool = Pool(B * Hkv, 1024, 64, D, dtype, gen)
+            ids, plen = pool.pages(streams)
+            tokens = B * Hkv * 1024
+        else:  # even KV heads retrieve (all N), odd heads stream (64 + 256 = 5 pages)
+            dense = Pool(B * Hkv // 2, N, 64, D, dtype, gen)
+            small = Pool(B * Hkv // 2, 320, 64, D, dtype, gen)
+            pool = Pool.__new__(Pool)
+            pool.page, pool.D = 64, D
+            pool.k = torch.cat([dense.k, small.k])
+            pool.v = torch.cat([dense.v, small.v])
+            half = torch.arange(B * Hkv // 2, device=DEV).view(B, Hkv // 2)
+            d_ids, d_len = dense.pages(half)
+            s_ids, s_len = small.pages(half)
+            s_ids = s_ids + dense.k.shape[0]
+            pad = d_ids.shape[-1] - s_ids.shape[-1]
+            s_ids = torch.nn.functional.pad(s_ids, (0, pad), value=-1)
+            s_len = torch.nn.functional.pad(s_len, (0, pad), value=0)
+            ids = torch.stack([d_ids, s_ids], 2).reshape(B, Hkv, -1)
+            plen = torch.stack([d_len, s_len], 2).reshape(B, Hkv, -1)
+            tokens = B * (Hkv // 2) * (N + 320)
+        q_rows = q.view(B, Hkv, G, D)
+        out = torch.empty_like(q_rows)
+
+        def step(i):
+            paged_attention(q_rows, pool.k, pool.v, ids, plen, scale, out=out)
+
+        return step, 1, {"bytes": tokens * kv_bytes,
+                         "check": lambda: (step(0), check_close(out, _ref_pages(q_rows, pool, ids, plen, scale)))[1]}
+
+    if policy == "quest":  # pages of 16, budget 1024 -> 64 pages (the last one forced), max over the group
+        page, budget = 16, 1024
+        pool = Pool(B * Hkv, N, page, D, dtype, gen, summary_page=page)
+        lp_rows, _ = pool.pages(streams)
+        n_sel = min(max(3, budget // page), pool.pps)
+        q_rows = q.view(B, Hkv, G, D)
+        out = torch.empty_like(q_rows)
+        sel = torch.empty(B, Hkv, n_sel, dtype=torch.long, device=DEV)
+        last = torch.full((B, Hkv, 1), pool.pps - 1, device=DEV, dtype=torch.long)
+        ids_buf, len_buf = pool.pages(streams, sel.zero_())
+
+        def step(i):
+            s = page_scores_triton(q_rows, pool.kmin, pool.kmax, lp_rows, 1, "max")
+            s[..., -1] = float("-inf")
+            sel[..., : n_sel - 1] = s.topk(n_sel - 1, dim=-1).indices
+            sel[..., n_sel - 1:] = last
+            ids, plen = pool.pages(streams, sel)
+            ids_buf.copy_(ids)
+            len_buf.copy_(plen)
+            paged_attention(q_rows, pool.k, pool.v, ids_buf, len_buf, scale, out=out)
+
+        summaries = B * Hkv * pool.pps * 2 * D * kv_bytes // 2
+        return step, 1, {"bytes": B * Hkv * n_sel * page * kv_bytes + summaries, "selected_tokens": n_sel * page,
+                         "check": lambda: (step(0), check_close(out, _ref_pages(q_rows, pool, ids_buf, len_buf, scale)))[1]}
+
+    if policy == "lserve":
+        page, lps, budget, reuse = 64, 16, 4096, 4
+        R = Hkv // 2  # retrieval KV heads (even), streaming (odd)
+        ret = Pool(B * R, N, page, D, dtype, gen, summary_page=lps)
+        st = Pool(B * R, 384, page, D, dtype, gen)  # sink 128 + local 256 = 6 pages
+        rstreams = torch.arange(B * R, device=DEV).view(B, R)
+        q4 = q.view(B, Hkv, G, D)
+        q_ret = q4[:, 0::2].reshape(B, R * G, 1, D).contiguous()  # per query head rows
+        q_str = q4[:, 1::2].contiguous()
+        rows = torch.arange(B * R, device=DEV).view(B, R).repeat_interleave(G, 1)  # each q head's stream
+        lp_all, _ = ret.pages(rows)
+        lp_rows = (lp_all.unsqueeze(-1).long() * ret.lpp + torch.arange(ret.lpp, device=DEV)).flatten(-2)
+        n_sel = min(max(3, budget // page), ret.pps)
+        sel = torch.zeros(B, R * G, n_sel, dtype=torch.long, device=DEV)
+        last = torch.full((B, R * G, 1), ret.pps - 1, device=DEV, dtype=torch.long)
+        ids_buf, len_buf = ret.pages(rows, sel)
+        s_ids, s_len = st.pages(rstreams)
+        out_r = torch.empty_like(q_ret)
+        out_s = torch.empty_like(q_str)
+
+        def step(i):
+            if i % reuse == 0:  # the selector runs when the history length is a multiple of 4
+                s = page_scores_triton(q_ret, ret.kmin, ret.kmax, lp_rows, ret.lpp, "max")
+                s[..., -1] = float("-inf")
+                sel[..., : n_sel - 1] = s.topk(n_sel - 1, dim=-1).indices
+                sel[..., n_sel - 1:] = last
+                ids, plen = ret.pages(rows, sel)
+                ids_buf.copy_(ids)
+                len_buf.copy_(plen)
+            paged_attention(q_ret, ret.k, ret.v, ids_buf, len_buf, scale, out=out_r)
+            paged_attention(q_str, st.k, st.v, s_ids, s_len, scale, out=out_s)
+
+        summary_bytes = B * R * ret.pps * ret.lpp * 2 * D * kv_bytes // 2 / reuse
+        attn = B * (R * G * n_sel * page + R * 384) * kv_bytes
+        return step, reuse, {"bytes": attn + summary_bytes, "selected_tokens": n_sel * page,
+                             "check": lambda: (step(0), check_close(
+                                 torch.cat([out_r.view(B, R, G, D), out_s], 1),
+                                 torch.cat([_ref_pages(q_ret, ret, ids_buf, len_buf, scale).view(B, R, G, D),
+                                            _ref_pages(q_str, st, s_ids, s_len, scale)], 1)))[1]}
+
+    if policy == "alisa_swa":
+        r = 0.2
+        k = max(1, int(math.floor(N * r / 2 + 0.5)))
+        W = getattr(cfg, "alisa_score_window", 256) if cfg is not None else 256
+        pool = Pool(B * Hkv, N, 64, D, dtype, gen)
+        S = torch.rand(B, N, device=DEV, generator=gen)
+        hist_idx = torch.zeros(W, B, 2 * k, dtype=torch.long, device=DEV)
+        hist_w = torch.zeros(W, B, 2 * k, device=DEV)
+        slot = torch.zeros((), dtype=torch.long, device=DEV)
+        local = torch.arange(N - k, N, device=DEV).expand(B, k)
+        q_rows = q.view(B, Hkv, G, D)
+        out = torch.empty_like(q_rows)
+        base = (streams * pool.pps * 64).unsqueeze(-1)  # first flat token of each stream
+        idx_buf = torch.empty(B, Hkv, 2 * k, dtype=torch.long, device=DEV)
+
+        def step(i):
+            glob = S[:, : N - k].topk(k, dim=-1).indices
+            idx = torch.cat([glob, local], -1)  # [B, 2k] one set per layer
+            idx_buf.copy_(base + idx.unsqueeze(1))
+            o, probs = gathered_attention(q_rows, pool.k.view(-1, D), pool.v.view(-1, D), idx_buf, scale)
+            out.copy_(o)
+            w = probs.sum((1, 2))  # [B, 2k] summed over every head
+            old_i, old_w = hist_idx[slot], hist_w[slot]
+            S.scatter_add_(1, old_i, -old_w)  # the row leaving the score window
+            S.scatter_add_(1, idx, w)
+            hist_idx[slot] = idx
+            hist_w[slot] = w
+            slot.add_(1).remainder_(W)
+
+        def check():
+            step(0)
+            ref = torch.empty(B, Hkv, G, D, device=DEV)
+            kf, vf = pool.k.view(-1, D), pool.v.view(-1, D)
+            for b in range(B):
+                for h in range(Hkv):
+                    kk, vv = kf[idx_buf[b, h]].float(), vf[idx_buf[b, h]].float()
+                    ref[b, h] = torch.softmax(q_rows[b, h].float() @ kk.T * scale, -1) @ vv
+            return check_close(out, ref)
+
+        return step, 1, {"bytes": B * Hkv * 2 * k * kv_bytes + B * N * 4, "selected_tokens": 2 * k,
+                         "score_window": W, "check": check}
+
+    raise ValueError(f"no decode step for policy={policy} backend={backend}")
+
+
+def _flex_step(policy, B, N, Hq, Hkv, D, dtype, q, gen, scale, kv_bytes):
+    """FlexAttention decode over the dense-layout cache with a BlockMask of the selected pages."""
+    from torch.nn.attention.flex_attention import BlockMask
+
+    from sparsebench.kernels.flex import _flex_fn
+
+    if policy == "alisa_swa":
+        raise ValueError("not applicable: ALISA selects single tokens; a BlockMask selects blocks")
+    page = 16 if policy == "quest" else 64
+    pool = Pool(B * Hkv, N, page, D, dtype, gen, summary_page=16 if policy in ("quest", "lserve") else None)
+    K, V = pool.dense_view(B, Hkv)
+    G = Hq // Hkv
+    nb = pool.pps
+    q4 = q.unsqueeze(2)
+    flex = _flex_fn(q.device)
+    if policy == "full":
+        sel = torch.arange(nb, device=DEV).expand(B, Hq, nb)
+        tokens = N
+    elif policy == "streaming_llm":
+        sel = torch.cat([torch.zeros(1, device=DEV, dtype=torch.long),
+                         torch.arange(nb - 16, nb, device=DEV)]).expand(B, Hq, 17)
+        tokens = 1024
+    elif policy == "streaming_heads":
+        dense = torch.arange(nb, device=DEV)
+        stream = torch.cat([torch.zeros(1, device=DEV, dtype=torch.long), torch.arange(nb - 4, nb, device=DEV)])
+        stream = torch.nn.functional.pad(stream, (0, nb - stream.numel()), value=-1)
+        per_kv = torch.stack([dense if h % 2 == 0 else stream for h in range(Hkv)])
+        sel = per_kv.repeat_interleave(G, 0).expand(B, Hq, nb)
+        tokens = (N + 320) // 2
+    else:  # quest / lserve: top pages by the bound (one selection, reused: flex has no in-graph selector here)
+        budget = 1024 if policy == "quest" else 4096
+        n_sel = min(max(3, budget // page), nb)
+        streams = torch.arange(B * Hkv, device=DEV).view(B, Hkv)
+        lp, _ = pool.pages(streams)
+        lp_rows = (lp.unsqueeze(-1).long() * pool.lpp + torch.arange(pool.lpp, device=DEV)).flatten(-2)
+        s = page_scores_triton(q.view(B, Hkv, G, D), pool.kmin, pool.kmax, lp_rows, pool.lpp, "max")
+        s[..., -1] = float("-inf")
+        top = torch.cat([s.topk(n_sel - 1, -1).indices, torch.full((B, Hkv, 1), nb - 1, device=DEV)], -1)
+        sel = top.sort(-1).values.repeat_interleave(G, 1)
+        tokens = n_sel * page
+    cnt = (sel >= 0).sum(-1, dtype=torch.int32).unsqueeze(-1)  # [B, Hq, 1]
+    sel = torch.nn.functional.pad(sel, (0, nb - sel.shape[-1]), value=-1)  # BlockMask wants every KV block's slot
+    idx = torch.where(sel >= 0, sel, 0).to(torch.int32).unsqueeze(2)  # [B, Hq, 1, nb]
+    n_tok = N
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        return kv_idx < n_tok
+
+    bm = BlockMask.from_kv_blocks(cnt, idx, BLOCK_SIZE=(128, page), mask_mod=mask_mod, seq_lengths=(1, nb * page))
+    Kp = torch.nn.functional.pad(K, (0, 0, 0, nb * page - N))
+    Vp = torch.nn.functional.pad(V, (0, 0, 0, nb * page - N))
+    out = torch.empty_like(q4)
+
+    def step(i):
+        out.copy_(flex(q4, Kp, Vp, block_mask=bm, scale=scale, enable_gqa=True))
+
+    return step, 1, {"bytes": B * Hkv * tokens * kv_bytes}

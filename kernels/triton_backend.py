@@ -1,0 +1,136 @@
+"""`triton`: sparsebench's Triton kernels (GPU; on the CPU only under TRITON_INTERPRET=1 for tests).
+
+Prefill: `triton_prefill.block_sparse_prefill` runs every windowed / block-list head in one launch;
+dense heads go to SDPA (cuDNN on Hopper) when `options.dense_heads=sdpa` (the default on GPU),
+else into the same launch. Decode: every selection becomes a page list per row (KV head, or query
+head for per-query-head selections) read by `triton_decode.paged_attention`; token sets (ALISA)
+and any step that must return attention weights (H2O, ALISA) use `gathered_attention`.
+Not supported (refused before the model loads): INT8 pages (kv_bits=8) and positions=cache.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from sparsebench.kernels.base import BACKENDS, Backend, selection_slots
+from sparsebench.kernels.reference import prefill_rows
+from sparsebench.plans import AllHeld, GroupResult, Pages, Slots, Window
+
+
+def _triton_ok(device) -> str | None:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return "triton is not installed"
+    from sparsebench.kernels.triton_prefill import INTERPRET
+
+    if torch.device(device).type != "cuda" and not INTERPRET:
+        return "the triton backend needs a CUDA device (or TRITON_INTERPRET=1 for CPU tests)"
+    return None
+
+
+def selection_pages(store, heads: tuple[int, ...], sel, group: int):
+    """A selection as page lists: (pages [B, R, NP] pool ids (-1 none), page_len [B, R, NP], kv_of_row [R],
+    rows_per_kv, pos_filter or None)."""
+    dev = store.device
+    heads_t = torch.tensor(heads, device=dev, dtype=torch.long)
+    page = store.page
+    if isinstance(sel, (AllHeld, Window)):
+        kv, per = heads_t, 1
+        n_held = store.n_held[:, heads_t]  # [B, R]
+        np_max = max(1, int((n_held.max() + page - 1) // page))
+        stream_pages = torch.arange(np_max, device=dev).expand(*n_held.shape, np_max)
+    else:
+        idx = sel.idx
+        rows = idx.shape[1]
+        if rows == 1:
+            idx = idx.expand(-1, len(heads), -1)
+            rows = len(heads)
+        kv, per = (heads_t, 1) if rows == len(heads) else (heads_t.repeat_interleave(group), group)
+        n_held = store.n_held[:, kv]
+        stream_pages = idx
+    pt = store.page_table[:, kv]  # [B, R, W]
+    col = stream_pages.clamp(min=0, max=pt.shape[-1] - 1)
+    phys = pt.gather(-1, col)
+    length = (n_held.unsqueeze(-1) - stream_pages * page).clamp(min=0, max=page)
+    valid = (stream_pages >= 0) & (length > 0) & (phys >= 0)
+    pages = torch.where(valid, phys, torch.full_like(phys, -1))
+    length = torch.where(valid, length, torch.zeros_like(length))
+    pos_filter = None
+    if isinstance(sel, Window):
+        n = store.logical_len.view(-1, 1).expand_as(n_held)
+        if sel.page is None:
+            lo = n - sel.window
+        else:
+            lo = ((n - 1) // sel.page - sel.window // sel.page + 1) * sel.page
+        pos_filter = (store.pos_pool, sel.sink, lo)
+    return pages, length, kv, per, pos_filter
+
+
+@BACKENDS.register("triton")
+class TritonBackend(Backend):
+    name = "triton"
+
+    def __init__(self, device="cpu", **options):
+        super().__init__(device, **options)
+        self.dense_heads = options.get("dense_heads", "sdpa" if self.device.type == "cuda" else "triton")
+
+    @classmethod
+    def available(cls, device) -> str | None:
+        return _triton_ok(device)
+
+    @classmethod
+    def check(cls, policy) -> str | None:
+        if getattr(policy, "kv_bits", 16) == 8:
+            return "the reference backend for kv_bits=8 (INT8 pages are read by the reference backend only)"
+        return super().check(policy)
+
+    # ------------------------------------------------------------------ prefill
+    def _prefill_row(self, q, k, v, plan, scaling):
+        from sparsebench.kernels.triton_prefill import block_sparse_prefill
+
+        G = q.shape[1] // k.shape[1]
+        dense = [h for h, w in enumerate(plan.window) if w < 0 and not (plan.block_heads and plan.block_heads[h])]
+        use_sdpa = self.dense_heads == "sdpa" and dense
+        if plan.is_dense and use_sdpa:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling, enable_gqa=True)
+        out = block_sparse_prefill(q, k, v, plan, scaling, skip_dense=bool(use_sdpa),
+                                   **{k2: v2 for k2, v2 in self.options.items() if k2.startswith(("block_", "num_"))})
+        if use_sdpa:
+            qh = [h * G + g for h in dense for g in range(G)]
+            out[:, qh] = F.scaled_dot_product_attention(q[:, qh], k[:, dense], v[:, dense], is_causal=True,
+                                                        scale=scaling, enable_gqa=True)
+        return out
+
+    def prefill(self, q, k, v, plan, valid, scaling):
+        return prefill_rows(q, k, v, plan, valid, scaling, row_fn=self._prefill_row)
+
+    # ------------------------------------------------------------------ decode
+    def decode(self, q, store, plan, scaling):
+        from sparsebench.kernels.triton_decode import gathered_attention, paged_attention
+
+        if store.quant:
+            raise ValueError("backend=triton does not read INT8 pages")
+        B, Hq, D = q.shape
+        G = Hq // store.h
+        out = torch.empty_like(q)
+        results = [] if plan.want_probs else None
+        for grp in plan.groups:
+            q_idx = torch.tensor([h * G + g for h in grp.heads for g in range(G)], device=q.device)
+            if plan.want_probs or isinstance(grp.sel, Slots):
+                slots, kv, per = selection_slots(store, grp.heads, grp.sel, G)
+                flat = store.flat_slots(slots, kv)
+                R = slots.shape[1]
+                q_rows = q[:, q_idx].reshape(B, R, G // per, D)
+                o, probs = gathered_attention(q_rows, store.k_pool.view(-1, D), store.v_pool.view(-1, D), flat, scaling)
+                if results is not None:
+                    results.append(GroupResult(grp.heads, slots, probs.reshape(B, len(q_idx), -1)))
+            else:
+                pages, length, kv, per, pos_filter = selection_pages(store, grp.heads, grp.sel, G)
+                R = pages.shape[1]
+                q_rows = q[:, q_idx].reshape(B, R, G // per, D)
+                o = paged_attention(q_rows, store.k_pool, store.v_pool, pages, length, scaling, pos_filter,
+                                    **{k2: v2 for k2, v2 in self.options.items() if k2 == "pages_per_split"})
+            out[:, q_idx] = o.reshape(B, len(q_idx), D).to(q.dtype)
+        return out, results

@@ -1,0 +1,292 @@
+"""Decode kernels in Triton over the paged store (sparsebench.kv_store's layout).
+
+- `paged_attention`: one new token per row against the pages a row selected. A *row* is one KV
+  head of one batch row (its query group packed together: GQ query heads share each K / V load)
+  or one query head (per-query-head selections, GQ = 1). Pages are split across programs
+  (split-KV, flash-decoding) and a second kernel reduces the splits. Reads only the listed pages;
+  an optional position filter implements page-granular windows.
+- `page_scores`: Quest's bound for every logical page of a row from the per-page key min / max,
+  reduced to physical pages (max of their logical pages): one pass over the summaries.
+- `gathered_attention`: attention over an explicit token set that also returns the softmax weights
+  (H2O's and ALISA's score accumulation), split over the tokens.
+Shapes: q_rows [B, R, GQ, D]; k_pool / v_pool [P, page, D]; page lists [B, R, NP] int32 of pool
+page ids (-1 = none) with page_len [B, R, NP] tokens valid in each.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from sparsebench.kernels.triton_prefill import INTERPRET
+
+
+def _pow2(n: int, lo: int = 16) -> int:
+    return max(lo, triton.next_power_of_2(n))
+
+
+# ------------------------------------------------------------------------------------------ paged attention
+@triton.jit
+def _paged_split_kernel(Q, KP, VP, PAGES, PLEN, POS, POS_LO, ACC, M, L,
+                        n_pages, pages_per_split, n_splits, sm_scale, sink,
+                        GQ: tl.constexpr, GQP: tl.constexpr, PAGE: tl.constexpr, D: tl.constexpr,
+                        POS_FILTER: tl.constexpr, DOT_F32: tl.constexpr):
+    row = tl.program_id(0)
+    split = tl.program_id(1)
+    offs_g = tl.arange(0, GQP)
+    offs_d = tl.arange(0, D)
+    offs_t = tl.arange(0, PAGE)
+    q = tl.load(Q + (row * GQ + offs_g[:, None]) * D + offs_d[None, :], mask=offs_g[:, None] < GQ, other=0.0)
+    if DOT_F32:
+        q = q.to(tl.float32)
+    qk_scale = sm_scale * 1.44269504
+    m_i = tl.full([GQP], float("-inf"), tl.float32)
+    l_i = tl.zeros([GQP], tl.float32)
+    acc = tl.zeros([GQP, D], tl.float32)
+    lo = split * pages_per_split
+    hi = tl.minimum(lo + pages_per_split, n_pages)
+    if POS_FILTER:
+        pos_lo = tl.load(POS_LO + row)
+    for j in range(lo, hi):
+        pid = tl.load(PAGES + row * n_pages + j)
+        ntok = tl.load(PLEN + row * n_pages + j)
+        if pid >= 0:
+            base = pid.to(tl.int64) * PAGE * D
+            k = tl.load(KP + base + offs_t[:, None] * D + offs_d[None, :], mask=offs_t[:, None] < ntok, other=0.0)
+            v = tl.load(VP + base + offs_t[:, None] * D + offs_d[None, :], mask=offs_t[:, None] < ntok, other=0.0)
+            if DOT_F32:
+                k = k.to(tl.float32)
+            s = tl.dot(q, tl.trans(k)) * qk_scale
+            keep = offs_t[None, :] < ntok
+            if POS_FILTER:
+                pos = tl.load(POS + pid.to(tl.int64) * PAGE + offs_t, mask=offs_t < ntok, other=-1)
+                keep = keep & ((pos[None, :] >= 0) & ((pos[None, :] < sink) | (pos[None, :] >= pos_lo)))
+            s = tl.where(keep, s, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+            p = tl.exp2(s - m_safe[:, None])
+            alpha = tl.exp2(m_i - m_safe)
+            l_i = l_i * alpha + tl.sum(p, 1)
+            if DOT_F32:
+                acc = acc * alpha[:, None] + tl.dot(p, v.to(tl.float32))
+            else:
+                acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            m_i = m_new
+    out = (row * n_splits + split) * GQP
+    tl.store(ACC + (out + offs_g[:, None]) * D + offs_d[None, :], acc)
+    tl.store(M + out + offs_g, m_i)
+    tl.store(L + out + offs_g, l_i)
+
+
+@triton.jit
+def _combine_kernel(ACC, M, L, O, n_splits, GQ: tl.constexpr, GQP: tl.constexpr, D: tl.constexpr,
+                    S_P2: tl.constexpr):
+    row = tl.program_id(0)
+    offs_s = tl.arange(0, S_P2)
+    offs_g = tl.arange(0, GQP)
+    offs_d = tl.arange(0, D)
+    smask = offs_s < n_splits
+    base = row * n_splits * GQP
+    m = tl.load(M + base + offs_s[:, None] * GQP + offs_g[None, :], mask=smask[:, None], other=float("-inf"))
+    l = tl.load(L + base + offs_s[:, None] * GQP + offs_g[None, :], mask=smask[:, None], other=0.0)
+    m_max = tl.max(m, 0)
+    m_safe = tl.where(m_max == float("-inf"), 0.0, m_max)
+    w = tl.where(m == float("-inf"), 0.0, tl.exp2(m - m_safe[None, :]))  # [S, GQP]
+    denom = tl.sum(w * l, 0)
+    acc = tl.zeros([GQP, D], tl.float32)
+    for s in range(0, n_splits):
+        a = tl.load(ACC + (base + s * GQP + offs_g[:, None]) * D + offs_d[None, :])
+        ws = tl.sum(tl.where(offs_s[:, None] == s, w, 0.0), 0)  # [GQP]
+        acc += a * ws[:, None]
+    denom = tl.where(denom == 0.0, 1.0, denom)
+    out = acc / denom[:, None]
+    tl.store(O + (row * GQ + offs_g[:, None]) * D + offs_d[None, :], out.to(O.dtype.element_ty),
+             mask=offs_g[:, None] < GQ)
+
+
+def paged_attention(q_rows, k_pool, v_pool, pages, page_len, scaling: float, pos_filter=None,
+                    pages_per_split: int | None = None, num_warps: int = 4, num_stages: int = 2, out=None):
+    """q_rows [B, R, GQ, D] against the listed pages -> out [B, R, GQ, D] (q's dtype).
+
+    pos_filter: (pos_pool [P, page] int64, sink int, pos_lo [B, R]) keeps tokens with position < sink or
+    >= pos_lo (page-granular windows over a ring of pages)."""
+    B, R, GQ, D = q_rows.shape
+    page = k_pool.shape[1]
+    NP = pages.shape[-1]
+    rows = B * R
+    q = q_rows.contiguous()
+    pages = pages.reshape(rows, NP).to(torch.int32).contiguous()
+    page_len = page_len.reshape(rows, NP).to(torch.int32).contiguous()
+    if pages_per_split is None:  # enough programs to fill the device, at least 4 pages each
+        sms = torch.cuda.get_device_properties(q.device).multi_processor_count if q.is_cuda else 8
+        pages_per_split = max(4, triton.cdiv(NP * rows, 2 * sms))
+    n_splits = max(1, triton.cdiv(NP, pages_per_split))
+    GQP = _pow2(GQ)
+    acc = torch.empty(rows, n_splits, GQP, D, dtype=torch.float32, device=q.device)
+    m = torch.empty(rows, n_splits, GQP, dtype=torch.float32, device=q.device)
+    lse = torch.empty_like(m)
+    if pos_filter is not None:
+        pos_pool, sink, pos_lo = pos_filter
+        pos_lo = pos_lo.reshape(rows).to(torch.int64).contiguous()
+    else:
+        pos_pool, sink, pos_lo = pages, 0, pages  # unused placeholders
+    _paged_split_kernel[(rows, n_splits)](
+        q, k_pool, v_pool, pages, page_len, pos_pool, pos_lo, acc, m, lse, NP, pages_per_split, n_splits, scaling,
+        sink, GQ=GQ, GQP=GQP, PAGE=page, D=D, POS_FILTER=pos_filter is not None,
+        DOT_F32=INTERPRET or q.dtype == torch.float32, num_warps=num_warps, num_stages=1 if INTERPRET else num_stages)
+    if out is None:
+        out = torch.empty(B, R, GQ, D, dtype=q_rows.dtype, device=q.device)
+    _combine_kernel[(rows,)](acc, m, lse, out, n_splits, GQ=GQ, GQP=GQP, D=D, S_P2=_pow2(n_splits, 1),
+                             num_warps=4)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ page scores
+@triton.jit
+def _page_scores_kernel(Q, KMIN, KMAX, LP, OUT, n_phys, n_lp_rows,
+                        GQ: tl.constexpr, GQP: tl.constexpr, D: tl.constexpr, LPP: tl.constexpr,
+                        BLOCK_P: tl.constexpr, REDUCE_MAX: tl.constexpr, DOT_F32: tl.constexpr):
+    row = tl.program_id(0)
+    pb = tl.program_id(1)
+    offs_g = tl.arange(0, GQP)
+    offs_d = tl.arange(0, D)
+    offs_l = pb * BLOCK_P * LPP + tl.arange(0, BLOCK_P * LPP)  # logical pages of this block
+    q = tl.load(Q + (row * GQ + offs_g[:, None]) * D + offs_d[None, :], mask=offs_g[:, None] < GQ, other=0.0)
+    q = q.to(tl.float32)
+    lp = tl.load(LP + row * n_lp_rows + offs_l, mask=offs_l < n_lp_rows, other=-1)
+    ok = lp >= 0
+    lpi = tl.where(ok, lp, 0).to(tl.int64)
+    kmax = tl.load(KMAX + lpi[:, None] * D + offs_d[None, :], mask=ok[:, None], other=0.0).to(tl.float32)
+    kmin = tl.load(KMIN + lpi[:, None] * D + offs_d[None, :], mask=ok[:, None], other=0.0).to(tl.float32)
+    # U = sum_i relu(q_i) * max_i + min(q_i, 0) * min_i  (Quest's bound, no 1/sqrt(d))
+    u = tl.dot(tl.maximum(q, 0.0), tl.trans(kmax)) + tl.dot(tl.minimum(q, 0.0), tl.trans(kmin))  # [GQP, BLOCK_P*LPP]
+    u = tl.where(offs_g[:, None] < GQ, u, float("-inf") if REDUCE_MAX else 0.0)
+    if REDUCE_MAX:
+        s = tl.max(u, 0)
+    else:
+        s = tl.sum(u, 0)
+    s = tl.where(ok, s, float("-inf"))
+    phys = tl.max(tl.reshape(s, [BLOCK_P, LPP]), 1)
+    offs_p = pb * BLOCK_P + tl.arange(0, BLOCK_P)
+    tl.store(OUT + row * n_phys + offs_p, phys, mask=offs_p < n_phys)
+
+
+def page_scores_triton(q_rows, kmin_flat, kmax_flat, lp_rows, logical_per_page: int, reduce: str = "max",
+                       block_p: int = 16):
+    """Physical-page scores [B, R, NP] (fp32, -inf for empty pages).
+
+    q_rows [B, R, GQ, D]: the query heads scored together (GQ > 1 reduces with `reduce`);
+    kmin_flat / kmax_flat [n_logical_rows_total, D]; lp_rows [B, R, NP * LPP] int32 flat logical-page rows (-1 = empty).
+    """
+    B, R, GQ, D = q_rows.shape
+    rows = B * R
+    n_lp = lp_rows.shape[-1]
+    n_phys = n_lp // logical_per_page
+    # tl.dot needs >= 16 logical pages per program
+    block_p = max(min(block_p, _pow2(n_phys, 1)), triton.next_power_of_2(max(1, 16 // logical_per_page)))
+    out = torch.empty(B, R, n_phys, dtype=torch.float32, device=q_rows.device)
+    _page_scores_kernel[(rows, triton.cdiv(n_phys, block_p))](
+        q_rows.contiguous(), kmin_flat, kmax_flat, lp_rows.reshape(rows, n_lp).to(torch.int32).contiguous(), out,
+        n_phys, n_lp, GQ=GQ, GQP=_pow2(GQ), D=D, LPP=logical_per_page, BLOCK_P=block_p,
+        REDUCE_MAX=reduce == "max", DOT_F32=True, num_warps=4)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ gathered tokens
+@triton.jit
+def _gather_split_kernel(Q, KF, VF, IDX, LOGITS, ACC, M, L, n_tok, tok_per_split, n_splits, sm_scale,
+                         GQ: tl.constexpr, GQP: tl.constexpr, D: tl.constexpr, BLOCK_T: tl.constexpr,
+                         DOT_F32: tl.constexpr):
+    row = tl.program_id(0)
+    split = tl.program_id(1)
+    offs_g = tl.arange(0, GQP)
+    offs_d = tl.arange(0, D)
+    q = tl.load(Q + (row * GQ + offs_g[:, None]) * D + offs_d[None, :], mask=offs_g[:, None] < GQ, other=0.0)
+    if DOT_F32:
+        q = q.to(tl.float32)
+    qk_scale = sm_scale * 1.44269504
+    m_i = tl.full([GQP], float("-inf"), tl.float32)
+    l_i = tl.zeros([GQP], tl.float32)
+    acc = tl.zeros([GQP, D], tl.float32)
+    lo = split * tok_per_split
+    hi = tl.minimum(lo + tok_per_split, n_tok)
+    for t0 in range(lo, hi, BLOCK_T):
+        offs_t = t0 + tl.arange(0, BLOCK_T)
+        tmask = offs_t < hi
+        idx = tl.load(IDX + row * n_tok + offs_t, mask=tmask, other=-1)
+        ok = idx >= 0
+        idx64 = tl.where(ok, idx, 0).to(tl.int64)
+        k = tl.load(KF + idx64[:, None] * D + offs_d[None, :], mask=ok[:, None], other=0.0)
+        v = tl.load(VF + idx64[:, None] * D + offs_d[None, :], mask=ok[:, None], other=0.0)
+        if DOT_F32:
+            k = k.to(tl.float32)
+        s = tl.dot(q, tl.trans(k)) * qk_scale
+        s = tl.where(ok[None, :], s, float("-inf"))
+        tl.store(LOGITS + (row * GQ + offs_g[:, None]) * n_tok + offs_t[None, :], s,
+                 mask=(offs_g[:, None] < GQ) & tmask[None, :])
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.exp2(s - m_safe[:, None])
+        alpha = tl.exp2(m_i - m_safe)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        if DOT_F32:
+            acc = acc * alpha[:, None] + tl.dot(p, v.to(tl.float32))
+        else:
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        m_i = m_new
+    out = (row * n_splits + split) * GQP
+    tl.store(ACC + (out + offs_g[:, None]) * D + offs_d[None, :], acc)
+    tl.store(M + out + offs_g, m_i)
+    tl.store(L + out + offs_g, l_i)
+
+
+@triton.jit
+def _probs_kernel(LOGITS, M, L, PROBS, n_tok, n_splits, GQ: tl.constexpr, GQP: tl.constexpr,
+                  S_P2: tl.constexpr, BLOCK_T: tl.constexpr):
+    row = tl.program_id(0)
+    tb = tl.program_id(1)
+    offs_s = tl.arange(0, S_P2)
+    offs_g = tl.arange(0, GQP)
+    smask = offs_s < n_splits
+    base = row * n_splits * GQP
+    m = tl.load(M + base + offs_s[:, None] * GQP + offs_g[None, :], mask=smask[:, None], other=float("-inf"))
+    l = tl.load(L + base + offs_s[:, None] * GQP + offs_g[None, :], mask=smask[:, None], other=0.0)
+    m_max = tl.max(m, 0)
+    m_safe = tl.where(m_max == float("-inf"), 0.0, m_max)
+    denom = tl.sum(tl.where(m == float("-inf"), 0.0, tl.exp2(m - m_safe[None, :])) * l, 0)
+    denom = tl.where(denom == 0.0, 1.0, denom)
+    offs_t = tb * BLOCK_T + tl.arange(0, BLOCK_T)
+    msk = (offs_g[:, None] < GQ) & (offs_t[None, :] < n_tok)
+    s = tl.load(LOGITS + (row * GQ + offs_g[:, None]) * n_tok + offs_t[None, :], mask=msk, other=float("-inf"))
+    p = tl.where(s == float("-inf"), 0.0, tl.exp2(s - m_safe[:, None]) / denom[:, None])
+    tl.store(PROBS + (row * GQ + offs_g[:, None]) * n_tok + offs_t[None, :], p, mask=msk)
+
+
+def gathered_attention(q_rows, k_flat, v_flat, idx, scaling: float, tok_per_split: int | None = None,
+                       block_t: int = 64):
+    """Attention of q_rows [B, R, GQ, D] over tokens idx [B, R, T] (flat pool rows, -1 = none) of
+    k_flat / v_flat [N, D] -> (out [B, R, GQ, D], probs fp32 [B, R, GQ, T])."""
+    B, R, GQ, D = q_rows.shape
+    T = idx.shape[-1]
+    rows = B * R
+    q = q_rows.contiguous()
+    idx = idx.reshape(rows, T).to(torch.int32).contiguous()
+    if tok_per_split is None:
+        sms = torch.cuda.get_device_properties(q.device).multi_processor_count if q.is_cuda else 8
+        tok_per_split = max(block_t, triton.cdiv(triton.cdiv(T * rows, 2 * sms), block_t) * block_t)
+    n_splits = max(1, triton.cdiv(T, tok_per_split))
+    GQP = _pow2(GQ)
+    logits = torch.empty(rows, GQ, T, dtype=torch.float32, device=q.device)
+    acc = torch.empty(rows, n_splits, GQP, D, dtype=torch.float32, device=q.device)
+    m = torch.empty(rows, n_splits, GQP, dtype=torch.float32, device=q.device)
+    lse = torch.empty_like(m)
+    _gather_split_kernel[(rows, n_splits)](q, k_flat, v_flat, idx, logits, acc, m, lse, T, tok_per_split, n_splits,
+                                           scaling, GQ=GQ, GQP=GQP, D=D, BLOCK_T=block_t,
+                                           DOT_F32=INTERPRET or q.dtype == torch.float32, num_warps=4)
+    out = torch.empty(B, R, GQ, D, dtype=q_rows.dtype, device=q.device)
+    _combine_kernel[(rows,)](acc, m, lse, out, n_splits, GQ=GQ, GQP=GQP, D=D, S_P2=_pow2(n_splits, 1), num_warps=4)
+    probs = torch.empty(rows, GQ, T, dtype=torch.float32, device=q.device)
+    _probs_kernel[(rows, triton.cdiv(T, 256))](logits, m, lse, probs, T, n_splits, GQ=GQ, GQP=GQP,
+                                               S_P2=_pow2(n_splits, 1), BLOCK_T=256, num_warps=4)
+    return out, probs.view(B, R, GQ, T)

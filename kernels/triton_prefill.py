@@ -1,0 +1,174 @@
+"""Block-sparse prefill attention in Triton: every head's pattern in one launch.
+
+One program computes one query block of one query head (flash-attention forward, online
+softmax, fp32 accumulation). The KV head (GQA: query head // G) says which key blocks to visit:
+- DENSE: key blocks 0 .. the diagonal, causal mask on the diagonal blocks only;
+- WINDOW: token-exact sink + window: the sink blocks, then the blocks the window touches, with
+  masks only on the blocks that straddle a boundary;
+- BLOCKS: an explicit list of key blocks per query block (plus causality);
+- SKIP: nothing (heads another kernel computes, e.g. dense heads sent to cuDNN).
+Inputs q [B, Hq, L, D], k / v [B, Hkv, L, D] (any strides), bf16 / fp16 / fp32, head dim 64 or
+128 (any power of two >= 16), any length L (rows and columns beyond L are masked).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+DENSE, WINDOW, BLOCKS, SKIP = 0, 1, 2, 3
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # CPU interpreter: its bf16 dot is wrong, upcast
+
+
+@triton.jit
+def _attend_blocks(acc, m_i, l_i, q, K_ptr, V_ptr, stride_kn, stride_vn, offs_m, offs_d, lo, hi, n_ctx,
+                   sink, window, qk_scale, KIND: tl.constexpr, MASK: tl.constexpr, BLOCK_N: tl.constexpr,
+                   DOT_F32: tl.constexpr):
+    """Visit key blocks [lo, hi) (in tokens, multiples of BLOCK_N). MASK applies causality and the window."""
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        k = tl.load(K_ptr + offs_n[:, None] * stride_kn + offs_d[None, :], mask=offs_n[:, None] < n_ctx, other=0.0)
+        v = tl.load(V_ptr + offs_n[:, None] * stride_vn + offs_d[None, :], mask=offs_n[:, None] < n_ctx, other=0.0)
+        if DOT_F32:
+            k = k.to(tl.float32)
+        s = tl.dot(q, tl.trans(k)) * qk_scale
+        if MASK:
+            keep = (offs_n[None, :] <= offs_m[:, None]) & (offs_n[None, :] < n_ctx)
+            if KIND == 1:
+                keep = keep & ((offs_n[None, :] < sink) | (offs_m[:, None] - offs_n[None, :] < window))
+            s = tl.where(keep, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.exp2(s - m_safe[:, None])
+        alpha = tl.exp2(m_i - m_safe)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        if DOT_F32:
+            acc = acc * alpha[:, None] + tl.dot(p, v.to(tl.float32))
+        else:
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        m_i = m_new
+    return acc, m_i, l_i
+
+
+@triton.jit
+def _prefill_kernel(Q, K, V, O, KIND_PTR, SINK_PTR, WIN_PTR, BLK_IDX, BLK_CNT,
+                    stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
+                    stride_ob, stride_oh, stride_om, stride_bh, stride_bq, n_ctx, sm_scale,
+                    G: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                    MAX_BLOCKS: tl.constexpr, DOT_F32: tl.constexpr):
+    start_m = tl.program_id(0)
+    hq = tl.program_id(1)
+    b = tl.program_id(2)
+    kvh = hq // G
+    kind = tl.load(KIND_PTR + kvh)
+    if kind == 3:  # SKIP
+        return
+    sink = tl.load(SINK_PTR + kvh)
+    window = tl.load(WIN_PTR + kvh)
+    offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    q = tl.load(Q + b * stride_qb + hq * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :],
+                mask=offs_m[:, None] < n_ctx, other=0.0)
+    if DOT_F32:
+        q = q.to(tl.float32)
+    K_ptr = K + b * stride_kb + kvh * stride_kh
+    V_ptr = V + b * stride_vb + kvh * stride_vh
+    qk_scale = sm_scale * 1.44269504  # exp2
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+    q_lo = start_m * BLOCK_M
+    q_hi = tl.minimum(q_lo + BLOCK_M, n_ctx)  # exclusive
+    if kind == 0:  # DENSE: full blocks below the diagonal, then the diagonal blocks masked
+        full_hi = (q_lo // BLOCK_N) * BLOCK_N
+        acc, m_i, l_i = _attend_blocks(acc, m_i, l_i, q, K_ptr, V_ptr, stride_kn, stride_vn, offs_m, offs_d, 0,
+                                       full_hi, n_ctx, sink, window, qk_scale, 0, False, BLOCK_N, DOT_F32)
+        acc, m_i, l_i = _attend_blocks(acc, m_i, l_i, q, K_ptr, V_ptr, stride_kn, stride_vn, offs_m, offs_d,
+                                       full_hi, q_hi, n_ctx, sink, window, qk_scale, 0, True, BLOCK_N, DOT_F32)
+    elif kind == 1:  # WINDOW: sink blocks, then the window's blocks (masks only where a boundary falls)
+        win_lo = tl.maximum(q_lo - window + 1, 0)  # the earliest key any row of this block sees in its window
+        sink_hi = tl.minimum(((sink + BLOCK_N - 1) // BLOCK_N) * BLOCK_N, (win_lo // BLOCK_N) * BLOCK_N)
+        acc, m_i, l_i = _attend_blocks(acc, m_i, l_i, q, K_ptr, V_ptr, stride_kn, stride_vn, offs_m, offs_d, 0,
+                                       sink_hi, n_ctx, sink, window, qk_scale, 1, True, BLOCK_N, DOT_F32)
+        start = tl.maximum((win_lo // BLOCK_N) * BLOCK_N, sink_hi)
+        # blocks entirely inside every row's window and strictly below the diagonal need no mask
+        full_lo = tl.maximum(((q_hi - window + BLOCK_N - 1) // BLOCK_N) * BLOCK_N, start)
+        full_hi = tl.maximum((q_lo // BLOCK_N) * BLOCK_N, full_lo)
+        acc, m_i, l_i = _attend_blocks(acc, m_i, l_i, q, K_ptr, V_ptr, stride_kn, stride_vn, offs_m, offs_d,
+                                       start, full_lo, n_ctx, sink, window, qk_scale, 1, True, BLOCK_N, DOT_F32)
+        acc, m_i, l_i = _attend_blocks(acc, m_i, l_i, q, K_ptr, V_ptr, stride_kn, stride_vn, offs_m, offs_d,
+                                       full_lo, full_hi, n_ctx, sink, window, qk_scale, 1, False, BLOCK_N, DOT_F32)
+        acc, m_i, l_i = _attend_blocks(acc, m_i, l_i, q, K_ptr, V_ptr, stride_kn, stride_vn, offs_m, offs_d,
+                                       full_hi, q_hi, n_ctx, sink, window, qk_scale, 1, True, BLOCK_N, DOT_F32)
+    else:  # BLOCKS: the plan's key blocks for this query block (block sizes equal the plan's)
+        cnt = tl.load(BLK_CNT + kvh * stride_bh + start_m)
+        for i in range(0, MAX_BLOCKS):
+            if i < cnt:
+                kb = tl.load(BLK_IDX + kvh * stride_bh * MAX_BLOCKS + start_m * stride_bq + i)
+                acc, m_i, l_i = _attend_blocks(acc, m_i, l_i, q, K_ptr, V_ptr, stride_kn, stride_vn, offs_m, offs_d,
+                                               kb * BLOCK_N, kb * BLOCK_N + BLOCK_N, n_ctx, sink, window, qk_scale,
+                                               0, True, BLOCK_N, DOT_F32)
+    l_safe = tl.where(l_i == 0.0, 1.0, l_i)
+    out = acc / l_safe[:, None]
+    tl.store(O + b * stride_ob + hq * stride_oh + offs_m[:, None] * stride_om + offs_d[None, :],
+             out.to(O.dtype.element_ty), mask=offs_m[:, None] < n_ctx)
+
+
+def plan_tensors(plan, device, skip_dense: bool = False):
+    """Per KV head (kind, sink, window) int32 tensors, and the block list tensors (or 1-element dummies)."""
+    h = len(plan.window)
+    kinds, sinks, wins = [], [], []
+    for i in range(h):
+        if plan.block_heads and plan.block_heads[i]:
+            kinds.append(BLOCKS)
+        elif plan.window[i] < 0:
+            kinds.append(SKIP if skip_dense else DENSE)
+        else:
+            kinds.append(WINDOW)
+        sinks.append(max(plan.sink[i], 0))
+        wins.append(max(plan.window[i], 1))
+    as_t = lambda x: torch.tensor(x, dtype=torch.int32, device=device)  # noqa: E731
+    if plan.blocks is not None:
+        idx = plan.blocks.kv_idx.to(device=device, dtype=torch.int32).contiguous()  # [Hkv, NQB, MAXB]
+        cnt = (idx >= 0).sum(-1).to(torch.int32).contiguous()
+        # compact each row's valid blocks to the front
+        order = torch.sort(torch.where(idx >= 0, idx, torch.iinfo(torch.int32).max), dim=-1).values
+        idx = torch.where(order == torch.iinfo(torch.int32).max, torch.full_like(order, -1), order).contiguous()
+    else:
+        idx = torch.full((h, 1, 1), -1, dtype=torch.int32, device=device)
+        cnt = torch.zeros((h, 1), dtype=torch.int32, device=device)
+    return as_t(kinds), as_t(sinks), as_t(wins), idx, cnt
+
+
+def block_sparse_prefill(q, k, v, plan, scaling: float, out=None, skip_dense: bool = False,
+                         block_m: int | None = None, block_n: int | None = None, num_warps: int | None = None,
+                         num_stages: int | None = None):
+    """q [B, Hq, L, D], k / v [B, Hkv, L, D] -> out [B, Hq, L, D] under `plan` (a PrefillPlan)."""
+    B, Hq, L, D = q.shape
+    Hkv = k.shape[1]
+    if out is None:
+        out = torch.empty_like(q)
+    kinds, sinks, wins, idx, cnt = plan_tensors(plan, q.device, skip_dense)
+    if plan.blocks is not None:
+        block_m, block_n = plan.blocks.block_q, plan.blocks.block_k
+    if block_m is None:
+        block_m = 64 if (INTERPRET or D > 64 and q.element_size() > 2) else 128
+    if block_n is None:
+        block_n = 64 if (INTERPRET or D > 128) else (64 if D == 128 else 128)
+    if num_warps is None:
+        num_warps = 8 if block_m >= 128 else 4
+    if num_stages is None:
+        num_stages = 1 if INTERPRET else 3
+    grid = (triton.cdiv(L, block_m), Hq, B)
+    _prefill_kernel[grid](
+        q, k, v, out, kinds, sinks, wins, idx, cnt,
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
+        idx.shape[1], idx.shape[2], L, scaling,
+        G=Hq // Hkv, HEAD_DIM=D, BLOCK_M=block_m, BLOCK_N=block_n, MAX_BLOCKS=idx.shape[2],
+        DOT_F32=INTERPRET or q.dtype == torch.float32, num_warps=num_warps, num_stages=num_stages,
+    )
+    return out
