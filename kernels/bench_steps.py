@@ -143,6 +143,7 @@ def build_decode_step(policy: str, backend: str, B: int, N: int, Hq: int, Hkv: i
         return step, 1, {"bytes": tokens * kv_bytes,
                          "check": lambda: (step(0), check_close(out, _ref_pages(q_rows, pool, ids, plen, scale)))[1]}
 
+    elem = kv_bytes // (2 * D)
     if policy == "quest":  # pages of 16, budget 1024 -> 64 pages (the last one forced), max over the group
         page, budget = 16, 1024
         pool = Pool(B * Hkv, N, page, D, dtype, gen, summary_page=page)
@@ -150,63 +151,63 @@ def build_decode_step(policy: str, backend: str, B: int, N: int, Hq: int, Hkv: i
         n_sel = min(max(3, budget // page), pool.pps)
         q_rows = q.view(B, Hkv, G, D)
         out = torch.empty_like(q_rows)
-        sel = torch.empty(B, Hkv, n_sel, dtype=torch.long, device=DEV)
+        base = (streams * pool.pps).unsqueeze(-1)
         last = torch.full((B, Hkv, 1), pool.pps - 1, device=DEV, dtype=torch.long)
-        ids_buf, len_buf = pool.pages(streams, sel.zero_())
+        ids_buf = torch.zeros(B, Hkv, n_sel, dtype=torch.int32, device=DEV)
+        len_buf = torch.full((B, Hkv, n_sel), page, dtype=torch.int32, device=DEV)
+        len_buf[..., -1] = N - (pool.pps - 1) * page  # only the forced last page is partial
 
         def step(i):
             s = page_scores_triton(q_rows, pool.kmin, pool.kmax, lp_rows, 1, "max")
             s[..., -1] = float("-inf")
-            sel[..., : n_sel - 1] = s.topk(n_sel - 1, dim=-1).indices
-            sel[..., n_sel - 1:] = last
-            ids, plen = pool.pages(streams, sel)
-            ids_buf.copy_(ids)
-            len_buf.copy_(plen)
+            ids_buf.copy_(base + torch.cat([s.topk(n_sel - 1, dim=-1).indices, last], -1))
             paged_attention(q_rows, pool.k, pool.v, ids_buf, len_buf, scale, out=out)
 
-        summaries = B * Hkv * pool.pps * 2 * D * kv_bytes // 2
+        summaries = B * Hkv * pool.pps * 2 * D * elem
         return step, 1, {"bytes": B * Hkv * n_sel * page * kv_bytes + summaries, "selected_tokens": n_sel * page,
                          "check": lambda: (step(0), check_close(out, _ref_pages(q_rows, pool, ids_buf, len_buf, scale)))[1]}
 
     if policy == "lserve":
         page, lps, budget, reuse = 64, 16, 4096, 4
-        R = Hkv // 2  # retrieval KV heads (even), streaming (odd)
+        R = Hkv // 2  # retrieval KV heads (even), streaming (odd): sink 128 + local 256 = 6 pages
         ret = Pool(B * R, N, page, D, dtype, gen, summary_page=lps)
-        st = Pool(B * R, 384, page, D, dtype, gen)  # sink 128 + local 256 = 6 pages
-        rstreams = torch.arange(B * R, device=DEV).view(B, R)
+        st = Pool(B * R, 384, page, D, dtype, gen)
+        pool = Pool.__new__(Pool)  # one pool, so retrieval and streaming heads run in one launch
+        pool.page, pool.D = page, D
+        pool.k, pool.v = torch.cat([ret.k, st.k]), torch.cat([ret.v, st.v])
         q4 = q.view(B, Hkv, G, D)
-        q_ret = q4[:, 0::2].reshape(B, R * G, 1, D).contiguous()  # per query head rows
-        q_str = q4[:, 1::2].contiguous()
-        rows = torch.arange(B * R, device=DEV).view(B, R).repeat_interleave(G, 1)  # each q head's stream
-        lp_all, _ = ret.pages(rows)
+        q_rows = torch.cat([q4[:, 0::2].reshape(B, R * G, 1, D), q4[:, 1::2].reshape(B, R * G, 1, D)], 1)
+        q_ret = q_rows[:, : R * G].view(B, R, G, D)  # per KV head, for the scores (summaries read once)
+        rstreams = torch.arange(B * R, device=DEV).view(B, R)
+        lp_all, _ = ret.pages(rstreams)
         lp_rows = (lp_all.unsqueeze(-1).long() * ret.lpp + torch.arange(ret.lpp, device=DEV)).flatten(-2)
         n_sel = min(max(3, budget // page), ret.pps)
-        sel = torch.zeros(B, R * G, n_sel, dtype=torch.long, device=DEV)
+        width = max(n_sel, st.pps)
+        ret_base = (rstreams * ret.pps).repeat_interleave(G, 1).unsqueeze(-1)  # [B, R*G, 1]
         last = torch.full((B, R * G, 1), ret.pps - 1, device=DEV, dtype=torch.long)
-        ids_buf, len_buf = ret.pages(rows, sel)
-        s_ids, s_len = st.pages(rstreams)
-        out_r = torch.empty_like(q_ret)
-        out_s = torch.empty_like(q_str)
+        s_ids, s_len = st.pages(rstreams)  # [B, R, 6]
+        s_ids = (s_ids + ret.k.shape[0]).repeat_interleave(G, 1)
+        s_len = s_len.repeat_interleave(G, 1)
+        ids_buf = torch.full((B, 2 * R * G, width), -1, dtype=torch.int32, device=DEV)
+        len_buf = torch.zeros(B, 2 * R * G, width, dtype=torch.int32, device=DEV)
+        ids_buf[:, R * G :, : st.pps] = s_ids
+        len_buf[:, R * G :, : st.pps] = s_len
+        len_buf[:, : R * G, :n_sel] = page
+        len_buf[:, : R * G, n_sel - 1] = N - (ret.pps - 1) * page
+        out = torch.empty_like(q_rows)
 
         def step(i):
             if i % reuse == 0:  # the selector runs when the history length is a multiple of 4
-                s = page_scores_triton(q_ret, ret.kmin, ret.kmax, lp_rows, ret.lpp, "max")
+                s = page_scores_triton(q_ret, ret.kmin, ret.kmax, lp_rows, ret.lpp, "none").view(B, R * G, -1)
                 s[..., -1] = float("-inf")
-                sel[..., : n_sel - 1] = s.topk(n_sel - 1, dim=-1).indices
-                sel[..., n_sel - 1:] = last
-                ids, plen = ret.pages(rows, sel)
-                ids_buf.copy_(ids)
-                len_buf.copy_(plen)
-            paged_attention(q_ret, ret.k, ret.v, ids_buf, len_buf, scale, out=out_r)
-            paged_attention(q_str, st.k, st.v, s_ids, s_len, scale, out=out_s)
+                ids_buf[:, : R * G, :n_sel] = ret_base + torch.cat([s.topk(n_sel - 1, dim=-1).indices, last], -1)
+            paged_attention(q_rows, pool.k, pool.v, ids_buf, len_buf, scale, out=out)
 
-        summary_bytes = B * R * ret.pps * ret.lpp * 2 * D * kv_bytes // 2 / reuse
-        attn = B * (R * G * n_sel * page + R * 384) * kv_bytes
+        summary_bytes = B * R * ret.pps * ret.lpp * 2 * D * elem / reuse
+        attn = B * (R * G * n_sel * page + R * G * 384) * kv_bytes  # every query head reads its own pages
         return step, reuse, {"bytes": attn + summary_bytes, "selected_tokens": n_sel * page,
-                             "check": lambda: (step(0), check_close(
-                                 torch.cat([out_r.view(B, R, G, D), out_s], 1),
-                                 torch.cat([_ref_pages(q_ret, ret, ids_buf, len_buf, scale).view(B, R, G, D),
-                                            _ref_pages(q_str, st, s_ids, s_len, scale)], 1)))[1]}
+                             "check": lambda: (step(0), check_close(out, _ref_pages(q_rows, pool, ids_buf, len_buf,
+                                                                                   scale)))[1]}
 
     if policy == "alisa_swa":
         r = 0.2
@@ -216,7 +217,7 @@ def build_decode_step(policy: str, backend: str, B: int, N: int, Hq: int, Hkv: i
         S = torch.rand(B, N, device=DEV, generator=gen)
         hist_idx = torch.zeros(W, B, 2 * k, dtype=torch.long, device=DEV)
         hist_w = torch.zeros(W, B, 2 * k, device=DEV)
-        slot = torch.zeros((), dtype=torch.long, device=DEV)
+        slot = torch.zeros(1, dtype=torch.long, device=DEV)
         local = torch.arange(N - k, N, device=DEV).expand(B, k)
         q_rows = q.view(B, Hkv, G, D)
         out = torch.empty_like(q_rows)
@@ -230,11 +231,10 @@ def build_decode_step(policy: str, backend: str, B: int, N: int, Hq: int, Hkv: i
             o, probs = gathered_attention(q_rows, pool.k.view(-1, D), pool.v.view(-1, D), idx_buf, scale)
             out.copy_(o)
             w = probs.sum((1, 2))  # [B, 2k] summed over every head
-            old_i, old_w = hist_idx[slot], hist_w[slot]
-            S.scatter_add_(1, old_i, -old_w)  # the row leaving the score window
+            S.scatter_add_(1, hist_idx.index_select(0, slot)[0], -hist_w.index_select(0, slot)[0])  # leaving row
             S.scatter_add_(1, idx, w)
-            hist_idx[slot] = idx
-            hist_w[slot] = w
+            hist_idx.index_copy_(0, slot, idx.unsqueeze(0))
+            hist_w.index_copy_(0, slot, w.unsqueeze(0))
             slot.add_(1).remainder_(W)
 
         def check():
@@ -261,6 +261,9 @@ def _flex_step(policy, B, N, Hq, Hkv, D, dtype, q, gen, scale, kv_bytes):
 
     if policy == "alisa_swa":
         raise ValueError("not applicable: ALISA selects single tokens; a BlockMask selects blocks")
+    if policy == "quest":
+        raise ValueError("not applicable: FlexAttention's KV blocks must be multiples of its 64/128 tile; "
+                         "Quest's pages are 16 tokens")
     page = 16 if policy == "quest" else 64
     pool = Pool(B * Hkv, N, page, D, dtype, gen, summary_page=16 if policy in ("quest", "lserve") else None)
     K, V = pool.dense_view(B, Hkv)

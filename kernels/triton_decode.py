@@ -31,12 +31,12 @@ def _pow2(n: int, lo: int = 16) -> int:
 def _paged_split_kernel(Q, KP, VP, PAGES, PLEN, POS, POS_LO, ACC, M, L,
                         n_pages, pages_per_split, n_splits, sm_scale, sink,
                         GQ: tl.constexpr, GQP: tl.constexpr, PAGE: tl.constexpr, D: tl.constexpr,
-                        POS_FILTER: tl.constexpr, DOT_F32: tl.constexpr):
+                        POS_FILTER: tl.constexpr, DOT_F32: tl.constexpr, TILE: tl.constexpr):
     row = tl.program_id(0)
     split = tl.program_id(1)
     offs_g = tl.arange(0, GQP)
     offs_d = tl.arange(0, D)
-    offs_t = tl.arange(0, PAGE)
+    offs_t = tl.arange(0, TILE)  # TILE = max(PAGE, 16): tl.dot needs >= 16; rows past the page are masked
     q = tl.load(Q + (row * GQ + offs_g[:, None]) * D + offs_d[None, :], mask=offs_g[:, None] < GQ, other=0.0)
     if DOT_F32:
         q = q.to(tl.float32)
@@ -134,7 +134,8 @@ def paged_attention(q_rows, k_pool, v_pool, pages, page_len, scaling: float, pos
     _paged_split_kernel[(rows, n_splits)](
         q, k_pool, v_pool, pages, page_len, pos_pool, pos_lo, acc, m, lse, NP, pages_per_split, n_splits, scaling,
         sink, GQ=GQ, GQP=GQP, PAGE=page, D=D, POS_FILTER=pos_filter is not None,
-        DOT_F32=INTERPRET or q.dtype == torch.float32, num_warps=num_warps, num_stages=1 if INTERPRET else num_stages)
+        DOT_F32=INTERPRET or q.dtype == torch.float32, TILE=max(16, page), num_warps=num_warps,
+        num_stages=1 if INTERPRET else num_stages)
     if out is None:
         out = torch.empty(B, R, GQ, D, dtype=q_rows.dtype, device=q.device)
     _combine_kernel[(rows,)](acc, m, lse, out, n_splits, GQ=GQ, GQP=GQP, D=D, S_P2=_pow2(n_splits, 1),
@@ -146,7 +147,9 @@ def paged_attention(q_rows, k_pool, v_pool, pages, page_len, scaling: float, pos
 @triton.jit
 def _page_scores_kernel(Q, KMIN, KMAX, LP, OUT, n_phys, n_lp_rows,
                         GQ: tl.constexpr, GQP: tl.constexpr, D: tl.constexpr, LPP: tl.constexpr,
-                        BLOCK_P: tl.constexpr, REDUCE_MAX: tl.constexpr, DOT_F32: tl.constexpr):
+                        BLOCK_P: tl.constexpr, REDUCE: tl.constexpr, DOT_F32: tl.constexpr):
+    """REDUCE: 0 = one score row per query head (the row's summaries are read once for all of them),
+    1 = max over the row's query heads, 2 = sum."""
     row = tl.program_id(0)
     pb = tl.program_id(1)
     offs_g = tl.arange(0, GQP)
@@ -161,35 +164,43 @@ def _page_scores_kernel(Q, KMIN, KMAX, LP, OUT, n_phys, n_lp_rows,
     kmin = tl.load(KMIN + lpi[:, None] * D + offs_d[None, :], mask=ok[:, None], other=0.0).to(tl.float32)
     # U = sum_i relu(q_i) * max_i + min(q_i, 0) * min_i  (Quest's bound, no 1/sqrt(d))
     u = tl.dot(tl.maximum(q, 0.0), tl.trans(kmax)) + tl.dot(tl.minimum(q, 0.0), tl.trans(kmin))  # [GQP, BLOCK_P*LPP]
-    u = tl.where(offs_g[:, None] < GQ, u, float("-inf") if REDUCE_MAX else 0.0)
-    if REDUCE_MAX:
-        s = tl.max(u, 0)
-    else:
-        s = tl.sum(u, 0)
-    s = tl.where(ok, s, float("-inf"))
-    phys = tl.max(tl.reshape(s, [BLOCK_P, LPP]), 1)
     offs_p = pb * BLOCK_P + tl.arange(0, BLOCK_P)
-    tl.store(OUT + row * n_phys + offs_p, phys, mask=offs_p < n_phys)
+    if REDUCE == 0:
+        u = tl.where(ok[None, :], u, float("-inf"))
+        phys_g = tl.max(tl.reshape(u, [GQP, BLOCK_P, LPP]), 2)  # [GQP, BLOCK_P]
+        tl.store(OUT + (row * GQ + offs_g[:, None]) * n_phys + offs_p[None, :], phys_g,
+                 mask=(offs_g[:, None] < GQ) & (offs_p[None, :] < n_phys))
+    else:
+        u = tl.where(offs_g[:, None] < GQ, u, float("-inf") if REDUCE == 1 else 0.0)
+        if REDUCE == 1:
+            s = tl.max(u, 0)
+        else:
+            s = tl.sum(u, 0)
+        s = tl.where(ok, s, float("-inf"))
+        phys = tl.max(tl.reshape(s, [BLOCK_P, LPP]), 1)
+        tl.store(OUT + row * n_phys + offs_p, phys, mask=offs_p < n_phys)
 
 
 def page_scores_triton(q_rows, kmin_flat, kmax_flat, lp_rows, logical_per_page: int, reduce: str = "max",
                        block_p: int = 16):
-    """Physical-page scores [B, R, NP] (fp32, -inf for empty pages).
+    """Physical-page scores (fp32, -inf for empty pages): [B, R, NP] for reduce max / sum over each row's
+    GQ query heads, or [B, R, GQ, NP] for reduce "none" (one row per query head, summaries read once).
 
-    q_rows [B, R, GQ, D]: the query heads scored together (GQ > 1 reduces with `reduce`);
-    kmin_flat / kmax_flat [n_logical_rows_total, D]; lp_rows [B, R, NP * LPP] int32 flat logical-page rows (-1 = empty).
-    """
+    q_rows [B, R, GQ, D]; kmin_flat / kmax_flat [n_logical_rows_total, D]; lp_rows [B, R, NP * LPP] int32
+    flat logical-page rows (-1 = empty)."""
     B, R, GQ, D = q_rows.shape
     rows = B * R
     n_lp = lp_rows.shape[-1]
     n_phys = n_lp // logical_per_page
     # tl.dot needs >= 16 logical pages per program
     block_p = max(min(block_p, _pow2(n_phys, 1)), triton.next_power_of_2(max(1, 16 // logical_per_page)))
-    out = torch.empty(B, R, n_phys, dtype=torch.float32, device=q_rows.device)
+    mode = {"none": 0, "max": 1, "sum": 2}[reduce]
+    shape = (B, R, GQ, n_phys) if mode == 0 else (B, R, n_phys)
+    out = torch.empty(shape, dtype=torch.float32, device=q_rows.device)
     _page_scores_kernel[(rows, triton.cdiv(n_phys, block_p))](
         q_rows.contiguous(), kmin_flat, kmax_flat, lp_rows.reshape(rows, n_lp).to(torch.int32).contiguous(), out,
         n_phys, n_lp, GQ=GQ, GQP=_pow2(GQ), D=D, LPP=logical_per_page, BLOCK_P=block_p,
-        REDUCE_MAX=reduce == "max", DOT_F32=True, num_warps=4)
+        REDUCE=mode, DOT_F32=True, num_warps=4)
     return out
 
 

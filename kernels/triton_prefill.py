@@ -34,14 +34,17 @@ def _attend_blocks(acc, m_i, l_i, q, K_ptr, V_ptr, stride_kn, stride_vn, offs_m,
         v = tl.load(V_ptr + offs_n[:, None] * stride_vn + offs_d[None, :], mask=offs_n[:, None] < n_ctx, other=0.0)
         if DOT_F32:
             k = k.to(tl.float32)
-        s = tl.dot(q, tl.trans(k)) * qk_scale
+        s = tl.dot(q, tl.trans(k))  # q is pre-scaled by sm_scale * log2(e)
         if MASK:
             keep = (offs_n[None, :] <= offs_m[:, None]) & (offs_n[None, :] < n_ctx)
             if KIND == 1:
                 keep = keep & ((offs_n[None, :] < sink) | (offs_m[:, None] - offs_n[None, :] < window))
             s = tl.where(keep, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing visible yet
+        else:
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            m_safe = m_new
         p = tl.exp2(s - m_safe[:, None])
         alpha = tl.exp2(m_i - m_safe)
         l_i = l_i * alpha + tl.sum(p, 1)
@@ -59,7 +62,7 @@ def _prefill_kernel(Q, K, V, O, KIND_PTR, SINK_PTR, WIN_PTR, BLK_IDX, BLK_CNT,
                     stride_ob, stride_oh, stride_om, stride_bh, stride_bq, n_ctx, sm_scale,
                     G: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                     MAX_BLOCKS: tl.constexpr, DOT_F32: tl.constexpr):
-    start_m = tl.program_id(0)
+    start_m = tl.num_programs(0) - 1 - tl.program_id(0)  # longest (last) query blocks first: a shorter tail
     hq = tl.program_id(1)
     b = tl.program_id(2)
     kvh = hq // G
@@ -72,11 +75,10 @@ def _prefill_kernel(Q, K, V, O, KIND_PTR, SINK_PTR, WIN_PTR, BLK_IDX, BLK_CNT,
     offs_d = tl.arange(0, HEAD_DIM)
     q = tl.load(Q + b * stride_qb + hq * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :],
                 mask=offs_m[:, None] < n_ctx, other=0.0)
-    if DOT_F32:
-        q = q.to(tl.float32)
+    qk_scale = sm_scale * 1.44269504  # exp2
+    q = (q.to(tl.float32) * qk_scale).to(tl.float32 if DOT_F32 else q.dtype)
     K_ptr = K + b * stride_kb + kvh * stride_kh
     V_ptr = V + b * stride_vb + kvh * stride_vh
-    qk_scale = sm_scale * 1.44269504  # exp2
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)

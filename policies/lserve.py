@@ -90,7 +90,7 @@ class LServe(StreamingHeads):
         n_rows = n.view(-1, 1).expand(-1, rows)
         if bool(due.any()):
             scores, sbytes = page_scores(q, store, heads, self.per_query_head, self.gqa_reduce)
-            fresh = select_pages(scores, n_rows, self.page_size, self.logical_page_size, self.budget, self.min_pages)
+            fresh = select_pages(scores, n_rows, self.page_size, self.budget, self.min_pages)
             st["summary_bytes"] = sbytes * due
             if "sel" in st:
                 old = st["sel"]

@@ -14,12 +14,47 @@ import torch
 
 
 def page_scores(q: torch.Tensor, store, heads: tuple[int, ...], per_query_head: bool, reduce: str):
-    """Logical-page bounds for the given KV heads.
+    """Physical-page scores for the given KV heads (the max of each page's logical-page bounds).
 
-    q [B, Hq, D] -> (scores [B, R, NL] fp32, -inf for empty pages; R = len(heads) * G when
+    q [B, Hq, D] -> (scores [B, R, P] fp32, -inf for empty pages; R = len(heads) * G when
     per_query_head, else len(heads) after reducing each query group with max or sum;
-    summary bytes read [B]).
+    summary bytes read [B]). On CUDA the Triton kernel reads each KV head's summaries once.
     """
+    if q.is_cuda:
+        return _page_scores_cuda(q, store, heads, per_query_head, reduce)
+    logical, nbytes = logical_page_scores(q, store, heads, per_query_head, reduce)
+    per = store.page // store.lps
+    B, R, NL = logical.shape
+    P = -(-NL // per)
+    if P * per != NL:
+        logical = torch.nn.functional.pad(logical, (0, P * per - NL), value=float("-inf"))
+    return logical.view(B, R, P, per).amax(-1), nbytes
+
+
+def _page_scores_cuda(q, store, heads, per_query_head, reduce):
+    from sparsebench.kernels.triton_decode import page_scores_triton
+
+    B, Hq, D = q.shape
+    G = Hq // store.h
+    h = list(heads)
+    per = store.page // store.lps
+    n_held = store.n_held[:, h]
+    npg = int(-(-n_held.max() // store.page))
+    pt = store.page_table[:, h, :npg]  # [B, nh, P]
+    lp = pt.unsqueeze(-1) * per + torch.arange(per, device=q.device)
+    first_slot = (torch.arange(npg * per, device=q.device) * store.lps).view(npg, per)
+    lp = torch.where((pt.unsqueeze(-1) >= 0) & (first_slot < n_held[..., None, None]), lp, -1).flatten(-2)
+    q_rows = q.view(B, store.h, G, D)[:, h]
+    mode = "none" if per_query_head else reduce
+    s = page_scores_triton(q_rows, store.kmin.view(-1, D), store.kmax.view(-1, D), lp, per, mode)
+    if per_query_head:
+        s = s.flatten(1, 2)
+    nbytes = (lp >= 0).sum((1, 2)) * 2 * D * store.kmin.element_size()
+    return s, nbytes
+
+
+def logical_page_scores(q: torch.Tensor, store, heads: tuple[int, ...], per_query_head: bool, reduce: str):
+    """Logical-page bounds [B, R, NL] (torch), -inf for empty logical pages; and summary bytes read [B]."""
     B, Hq, D = q.shape
     G = Hq // store.h
     kmin, kmax, valid = store.summaries(heads)  # [B, nh, NL, D], valid [B, nh, NL]
@@ -37,30 +72,25 @@ def page_scores(q: torch.Tensor, store, heads: tuple[int, ...], per_query_head: 
     return scores, summary_bytes
 
 
-def select_pages(scores: torch.Tensor, n_tokens: torch.Tensor, page: int, lps: int, budget: int,
+def select_pages(phys: torch.Tensor, n_tokens: torch.Tensor, page: int, budget: int,
                  min_pages: int = 3) -> torch.Tensor:
     """Stream pages to read, [B, R, W] ascending, -1 padded.
 
-    scores [B, R, NL] logical-page scores; n_tokens [B, R] tokens each stream holds.
+    phys [B, R, P] physical-page scores; n_tokens [B, R] tokens each stream holds.
     """
-    B, R, NL = scores.shape
-    per = page // lps
-    P = -(-NL // per)
-    if P * per != NL:
-        scores = torch.nn.functional.pad(scores, (0, P * per - NL), value=float("-inf"))
-    phys = scores.view(B, R, P, per).amax(-1)  # [B, R, P]
+    B, R, P = phys.shape
     n_pages = -(-n_tokens // page)
-    ar = torch.arange(P, device=scores.device)
+    ar = torch.arange(P, device=phys.device)
     n_sel = torch.clamp(n_pages, max=max(min_pages, budget // page))
     k = (n_sel - 1).clamp(min=0)
     cand = phys.masked_fill(ar >= (n_pages - 1).unsqueeze(-1), float("-inf"))
     kmax = int(k.max()) if k.numel() else 0
     if kmax > 0:
         top = cand.topk(kmax, dim=-1)
-        ok = (torch.arange(kmax, device=scores.device) < k.unsqueeze(-1)) & torch.isfinite(top.values)
+        ok = (torch.arange(kmax, device=phys.device) < k.unsqueeze(-1)) & torch.isfinite(top.values)
         chosen = torch.where(ok, top.indices, torch.full_like(top.indices, -1))
     else:
-        chosen = torch.empty(B, R, 0, dtype=torch.long, device=scores.device)
+        chosen = torch.empty(B, R, 0, dtype=torch.long, device=phys.device)
     sel = torch.cat([chosen, (n_pages - 1).unsqueeze(-1)], dim=-1)
     fits = n_tokens <= budget
     if bool(fits.any()):

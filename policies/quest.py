@@ -52,5 +52,5 @@ class Quest(Policy):
         scores, summary_bytes = page_scores(q, store, heads, self.per_query_head, self.gqa_reduce)
         if self.per_query_head:
             n = n.repeat_interleave(self.arch.group, dim=1)
-        idx = select_pages(scores, n, self.page_size, self.page_size, self.budget, self.min_pages)
+        idx = select_pages(scores, n, self.page_size, self.budget, self.min_pages)
         return DecodePlan([HeadGroup(heads, Pages(idx, self.per_query_head))], summary_bytes=summary_bytes)

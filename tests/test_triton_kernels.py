@@ -144,3 +144,18 @@ def test_flex_block_tables_are_block_level():
     row7_partial = set(kvi[0, 1, 7, : kvn[0, 1, 7]].tolist())
     row7_full = set(fi[0, 1, 7, : fn[0, 1, 7]].tolist())
     assert row7_full == {0, 6} and row7_partial == {5, 7}
+
+
+def test_page_scores_per_query_head_reads_summaries_once():
+    """reduce=none gives one score row per query head, equal to scoring each query head alone."""
+    from sparsebench.kernels.triton_decode import page_scores_triton
+
+    g = torch.Generator().manual_seed(4)
+    kmin = torch.randn(64, 32, generator=g)
+    kmax = kmin + torch.rand(64, 32, generator=g)
+    q = torch.randn(1, 2, 4, 32, generator=g)
+    lp = torch.randint(0, 64, (1, 2, 32), generator=g)
+    per_head = page_scores_triton(q, kmin, kmax, lp, 4, "none")  # [1, 2, 4, 8]
+    for gq in range(4):
+        alone = page_scores_triton(q[:, :, gq : gq + 1], kmin, kmax, lp, 4, "max")
+        assert torch.allclose(per_head[:, :, gq], alone, atol=1e-5)
