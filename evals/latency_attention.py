@@ -50,6 +50,8 @@ class LatencyAttentionConfig(TaskConfig):
     # Triton prefill launch configs tried per row (BLOCK_M x BLOCK_N x warps x stages); the fastest is kept
     prefill_configs: List[str] = field(default_factory=lambda: ["128x128x8x3", "128x64x8x3", "128x64x4x3",
                                                                 "128x32x4x4"])
+    # paged decode launch configs tried per row (warps x stages x pages per split, 0 = automatic)
+    decode_configs: List[str] = field(default_factory=lambda: ["4x2x0", "4x3x0", "8x3x0", "4x3x2", "8x4x4"])
     check_correctness: bool = True
     warmup_ms: int = 25
     rep_ms: int = 100
@@ -260,19 +262,37 @@ def computed_blocks(plan, n: int, group: int) -> tuple[int, int]:
 
 # ------------------------------------------------------------------------------------------------ decode
 def decode_row(c: LatencyAttentionConfig, m: dict) -> dict:
-    from sparsebench.kernels.bench_steps import build_decode_step
+    from sparsebench.kernels import bench_steps
     from sparsebench.timing import graph_ms
 
-    step, steps, info = build_decode_step(m["policy"], m["backend"], m["batch"], m["length"], c.n_heads,
-                                          c.n_kv_heads, c.head_dim, _dtype(c), c)
-    note = ""
+    sweep = m["backend"] == "triton" and m["policy"] != "alisa_swa"  # rows that run the paged kernel
+    best, best_conf = None, None
+    for conf in (c.decode_configs if sweep else [None]):
+        if conf:
+            w, st, pps = (int(x) for x in conf.split("x"))
+            bench_steps.PAGED_OPTS = {"num_warps": w, "num_stages": st, **({"pages_per_split": pps} if pps else {})}
+        built = bench_steps.build_decode_step(m["policy"], m["backend"], m["batch"], m["length"], c.n_heads,
+                                              c.n_kv_heads, c.head_dim, _dtype(c), c)
+        t = graph_ms(built[0], built[1]) if m["backend"] != "flex" else 0.0
+        if best is None or t < best[0]:
+            best, best_conf = (t, built), conf
+    bench_steps.PAGED_OPTS = dict(zip(("num_warps", "num_stages", "pages_per_split"),
+                                      [int(x) for x in best_conf.split("x")])) if best_conf else {}
+    if bench_steps.PAGED_OPTS.get("pages_per_split") == 0:
+        bench_steps.PAGED_OPTS.pop("pages_per_split")
+    step, steps, info = best[1]
+    note = f"config {best_conf}" if best_conf else ""
     if c.check_correctness and m["length"] <= 8192 and info.get("check"):
-        note = info["check"]()
+        note = (note + "; " if note else "") + info["check"]()
+    extra = {}
     if m["backend"] == "flex":
         from sparsebench.timing import median_ms
 
         ms = median_ms(lambda: [step(i) for i in range(steps)], c.warmup_ms, c.rep_ms) / steps
     else:
         ms = graph_ms(step, steps)
-    return {"ms": ms, "bytes": info["bytes"], "note": note, **{k: v for k, v in info.items()
-                                                               if k not in ("bytes", "check")}}
+        if steps > 1:  # where a reuse cycle's time goes: the selector step and a reuse step alone
+            extra = {"select_step_ms": graph_ms(lambda i: step(0)), "reuse_step_ms": graph_ms(lambda i: step(1))}
+    bench_steps.PAGED_OPTS = {}
+    return {"ms": ms, "bytes": info["bytes"], "note": note, **extra,
+            **{k: v for k, v in info.items() if k not in ("bytes", "check")}}

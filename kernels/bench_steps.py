@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from sparsebench.kernels.triton_decode import gathered_attention, page_scores_triton, paged_attention
+from sparsebench.kernels.triton_decode import gathered_attention, page_scores_triton, paged_attention, top_pages
 
 
 def check_close(out, ref) -> str:
@@ -29,6 +29,7 @@ def check_close(out, ref) -> str:
 
 
 DEV = "cuda"  # the device the steps run on (tests set "cpu" under TRITON_INTERPRET=1)
+PAGED_OPTS: dict = {}  # paged_attention launch options the benchmark sweeps (num_warps, num_stages, pages_per_split)
 
 
 class Pool:
@@ -138,7 +139,7 @@ def build_decode_step(policy: str, backend: str, B: int, N: int, Hq: int, Hkv: i
         out = torch.empty_like(q_rows)
 
         def step(i):
-            paged_attention(q_rows, pool.k, pool.v, ids, plen, scale, out=out)
+            paged_attention(q_rows, pool.k, pool.v, ids, plen, scale, out=out, **PAGED_OPTS)
 
         return step, 1, {"bytes": tokens * kv_bytes,
                          "check": lambda: (step(0), check_close(out, _ref_pages(q_rows, pool, ids, plen, scale)))[1]}
@@ -152,16 +153,16 @@ def build_decode_step(policy: str, backend: str, B: int, N: int, Hq: int, Hkv: i
         q_rows = q.view(B, Hkv, G, D)
         out = torch.empty_like(q_rows)
         base = (streams * pool.pps).unsqueeze(-1)
-        last = torch.full((B, Hkv, 1), pool.pps - 1, device=DEV, dtype=torch.long)
         ids_buf = torch.zeros(B, Hkv, n_sel, dtype=torch.int32, device=DEV)
         len_buf = torch.full((B, Hkv, n_sel), page, dtype=torch.int32, device=DEV)
         len_buf[..., -1] = N - (pool.pps - 1) * page  # only the forced last page is partial
 
+        n_valid = torch.full((B * Hkv,), pool.pps, device=DEV)
+
         def step(i):
             s = page_scores_triton(q_rows, pool.kmin, pool.kmax, lp_rows, 1, "max")
-            s[..., -1] = float("-inf")
-            ids_buf.copy_(base + torch.cat([s.topk(n_sel - 1, dim=-1).indices, last], -1))
-            paged_attention(q_rows, pool.k, pool.v, ids_buf, len_buf, scale, out=out)
+            top_pages(s.view(B * Hkv, -1), n_valid, base.view(-1), n_sel, ids_buf)
+            paged_attention(q_rows, pool.k, pool.v, ids_buf, len_buf, scale, out=out, **PAGED_OPTS)
 
         summaries = B * Hkv * pool.pps * 2 * D * elem
         return step, 1, {"bytes": B * Hkv * n_sel * page * kv_bytes + summaries, "selected_tokens": n_sel * page,
@@ -184,7 +185,6 @@ def build_decode_step(policy: str, backend: str, B: int, N: int, Hq: int, Hkv: i
         n_sel = min(max(3, budget // page), ret.pps)
         width = max(n_sel, st.pps)
         ret_base = (rstreams * ret.pps).repeat_interleave(G, 1).unsqueeze(-1)  # [B, R*G, 1]
-        last = torch.full((B, R * G, 1), ret.pps - 1, device=DEV, dtype=torch.long)
         s_ids, s_len = st.pages(rstreams)  # [B, R, 6]
         s_ids = (s_ids + ret.k.shape[0]).repeat_interleave(G, 1)
         s_len = s_len.repeat_interleave(G, 1)
@@ -196,12 +196,13 @@ def build_decode_step(policy: str, backend: str, B: int, N: int, Hq: int, Hkv: i
         len_buf[:, : R * G, n_sel - 1] = N - (ret.pps - 1) * page
         out = torch.empty_like(q_rows)
 
+        n_valid = torch.full((B * R * G,), ret.pps, device=DEV)
+
         def step(i):
             if i % reuse == 0:  # the selector runs when the history length is a multiple of 4
-                s = page_scores_triton(q_ret, ret.kmin, ret.kmax, lp_rows, ret.lpp, "none").view(B, R * G, -1)
-                s[..., -1] = float("-inf")
-                ids_buf[:, : R * G, :n_sel] = ret_base + torch.cat([s.topk(n_sel - 1, dim=-1).indices, last], -1)
-            paged_attention(q_rows, pool.k, pool.v, ids_buf, len_buf, scale, out=out)
+                s = page_scores_triton(q_ret, ret.kmin, ret.kmax, lp_rows, ret.lpp, "none")
+                top_pages(s.view(B * R * G, -1), n_valid, ret_base.reshape(-1), n_sel, ids_buf, R * G, 2 * R * G)
+            paged_attention(q_rows, pool.k, pool.v, ids_buf, len_buf, scale, out=out, **PAGED_OPTS)
 
         summary_bytes = B * R * ret.pps * ret.lpp * 2 * D * elem / reuse
         attn = B * (R * G * n_sel * page + R * G * 384) * kv_bytes  # every query head reads its own pages

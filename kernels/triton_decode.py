@@ -48,31 +48,32 @@ def _paged_split_kernel(Q, KP, VP, PAGES, PLEN, POS, POS_LO, ACC, M, L,
     hi = tl.minimum(lo + pages_per_split, n_pages)
     if POS_FILTER:
         pos_lo = tl.load(POS_LO + row)
-    for j in range(lo, hi):
+    for j in range(lo, hi):  # branch-free, so Triton pipelines the page loads
         pid = tl.load(PAGES + row * n_pages + j)
         ntok = tl.load(PLEN + row * n_pages + j)
-        if pid >= 0:
-            base = pid.to(tl.int64) * PAGE * D
-            k = tl.load(KP + base + offs_t[:, None] * D + offs_d[None, :], mask=offs_t[:, None] < ntok, other=0.0)
-            v = tl.load(VP + base + offs_t[:, None] * D + offs_d[None, :], mask=offs_t[:, None] < ntok, other=0.0)
-            if DOT_F32:
-                k = k.to(tl.float32)
-            s = tl.dot(q, tl.trans(k)) * qk_scale
-            keep = offs_t[None, :] < ntok
-            if POS_FILTER:
-                pos = tl.load(POS + pid.to(tl.int64) * PAGE + offs_t, mask=offs_t < ntok, other=-1)
-                keep = keep & ((pos[None, :] >= 0) & ((pos[None, :] < sink) | (pos[None, :] >= pos_lo)))
-            s = tl.where(keep, s, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(s, 1))
-            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-            p = tl.exp2(s - m_safe[:, None])
-            alpha = tl.exp2(m_i - m_safe)
-            l_i = l_i * alpha + tl.sum(p, 1)
-            if DOT_F32:
-                acc = acc * alpha[:, None] + tl.dot(p, v.to(tl.float32))
-            else:
-                acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-            m_i = m_new
+        ntok = tl.where(pid >= 0, ntok, 0)  # a padding entry reads nothing
+        base = tl.maximum(pid, 0).to(tl.int64) * PAGE * D
+        tmask = offs_t < ntok
+        k = tl.load(KP + base + offs_t[:, None] * D + offs_d[None, :], mask=tmask[:, None], other=0.0)
+        v = tl.load(VP + base + offs_t[:, None] * D + offs_d[None, :], mask=tmask[:, None], other=0.0)
+        if DOT_F32:
+            k = k.to(tl.float32)
+        s = tl.dot(q, tl.trans(k)) * qk_scale
+        keep = tmask[None, :]
+        if POS_FILTER:
+            pos = tl.load(POS + tl.maximum(pid, 0).to(tl.int64) * PAGE + offs_t, mask=tmask, other=-1)
+            keep = keep & ((pos[None, :] >= 0) & ((pos[None, :] < sink) | (pos[None, :] >= pos_lo)))
+        s = tl.where(keep, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.exp2(s - m_safe[:, None])
+        alpha = tl.exp2(m_i - m_safe)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        if DOT_F32:
+            acc = acc * alpha[:, None] + tl.dot(p, v.to(tl.float32))
+        else:
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        m_i = m_new
     out = (row * n_splits + split) * GQP
     tl.store(ACC + (out + offs_g[:, None]) * D + offs_d[None, :], acc)
     tl.store(M + out + offs_g, m_i)
@@ -201,6 +202,42 @@ def page_scores_triton(q_rows, kmin_flat, kmax_flat, lp_rows, logical_per_page: 
         q_rows.contiguous(), kmin_flat, kmax_flat, lp_rows.reshape(rows, n_lp).to(torch.int32).contiguous(), out,
         n_phys, n_lp, GQ=GQ, GQP=_pow2(GQ), D=D, LPP=logical_per_page, BLOCK_P=block_p,
         REDUCE=mode, DOT_F32=True, num_warps=4)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ top-k pages
+@triton.jit
+def _top_pages_kernel(SCORES, NPAGES, BASE, OUT, n_cols, k_sel, out_width, rows_per_batch, out_rows_per_batch,
+                      BLOCK: tl.constexpr):
+    """Per row: the k_sel - 1 best pages among all but the last valid page (ties to the lower page), then the
+    last page; written as pool ids (BASE[row] + stream page) into OUT[row, :k_sel]."""
+    row = tl.program_id(0)
+    offs = tl.arange(0, BLOCK)
+    n_valid = tl.load(NPAGES + row)
+    s = tl.load(SCORES + row * n_cols + offs, mask=offs < n_valid - 1, other=float("-inf"))
+    bits = s.to(tl.uint32, bitcast=True)
+    sortable = tl.where((bits >> 31) != 0, ~bits, bits | 0x80000000)  # monotone in the float's value
+    low = offs.to(tl.int64) ^ 0xFFFFFFFF  # equal scores: the lower page sorts first
+    key = (sortable.to(tl.uint64) << 32) | low.to(tl.uint64)
+    key = tl.sort(key, 0, descending=True)
+    idx = (key & 0xFFFFFFFF).to(tl.int64) ^ 0xFFFFFFFF
+    base = tl.load(BASE + row)
+    last = n_valid - 1
+    ids = tl.where(offs < k_sel - 1, base + idx, base + last)
+    out_row = (row // rows_per_batch) * out_rows_per_batch + row % rows_per_batch
+    tl.store(OUT + out_row * out_width + offs, ids.to(tl.int32), mask=offs < k_sel)
+
+
+def top_pages(scores, n_pages, base, k_sel: int, out, rows_per_batch: int | None = None,
+              out_rows_per_batch: int | None = None):
+    """scores [rows, P] fp32; n_pages [rows] valid pages; base [rows] pool id of each row's first page;
+    writes the k_sel selected pool page ids (int32, the last page in column k_sel - 1) into row
+    (row // rows_per_batch) * out_rows_per_batch + row % rows_per_batch of out (row stride out.stride(-2))."""
+    rows, P = scores.shape
+    rpb = rows_per_batch or rows
+    _top_pages_kernel[(rows,)](scores, n_pages.to(torch.int32).contiguous(), base.to(torch.int64).contiguous(), out, P,
+                               k_sel, out.stride(-2), rpb, out_rows_per_batch or rpb,
+                               BLOCK=triton.next_power_of_2(P), num_warps=4)
     return out
 
 

@@ -20,7 +20,7 @@ def median_ms(fn, warmup_ms: int = 25, rep_ms: int = 100) -> float:
     return float(triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
 
 
-def graph_ms(step, steps: int = 1, replays: int = 50, warmup: int = 3) -> float:
+def graph_ms(step, steps: int = 1, replays: int = 200, warmup: int = 3, warm_replays: int = 20) -> float:
     """Median time per step of `step` replayed from a CUDA graph."""
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
@@ -34,7 +34,8 @@ def graph_ms(step, steps: int = 1, replays: int = 50, warmup: int = 3) -> float:
     with torch.cuda.graph(graph):
         for i in range(steps):
             step(i)
-    graph.replay()
+    for _ in range(warm_replays):  # clocks up to speed before the timed replays
+        graph.replay()
     torch.cuda.synchronize()
     times = []
     for _ in range(replays):

@@ -159,3 +159,21 @@ def test_page_scores_per_query_head_reads_summaries_once():
     for gq in range(4):
         alone = page_scores_triton(q[:, :, gq : gq + 1], kmin, kmax, lp, 4, "max")
         assert torch.allclose(per_head[:, :, gq], alone, atol=1e-5)
+
+
+def test_top_pages_kernel():
+    from sparsebench.kernels.triton_decode import top_pages
+
+    g = torch.Generator().manual_seed(6)
+    scores = torch.randn(3, 40, generator=g)
+    scores[1, 5] = scores[1, 9] = 10.0  # a tie: the lower page wins the later rank
+    scores[1, 12] = -float("inf")
+    n_pages = torch.tensor([40, 30, 8])
+    base = torch.tensor([100, 1000, 5000])
+    out = torch.full((3, 12), -7, dtype=torch.int32)
+    top_pages(scores, n_pages, base, 6, out)
+    for r in range(3):
+        n = int(n_pages[r])
+        order = sorted(range(n - 1), key=lambda j: (-scores[r, j].item(), j))[:5]
+        assert out[r, :6].tolist() == [int(base[r]) + j for j in order] + [int(base[r]) + n - 1]
+        assert (out[r, 6:] == -7).all()  # nothing written past k_sel
