@@ -51,7 +51,7 @@ class LatencyAttentionConfig(TaskConfig):
     prefill_configs: List[str] = field(default_factory=lambda: ["128x128x8x3", "128x64x8x3", "128x64x4x3",
                                                                 "128x32x4x4"])
     # paged decode launch configs tried per row (warps x stages x pages per split, 0 = automatic)
-    decode_configs: List[str] = field(default_factory=lambda: ["4x2x0", "4x3x0", "8x3x0", "4x3x2", "8x4x4"])
+    decode_configs: List[str] = field(default_factory=lambda: ["4x3x0", "4x2x0", "8x4x4"])
     check_correctness: bool = True
     warmup_ms: int = 25
     rep_ms: int = 100

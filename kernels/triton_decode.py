@@ -209,23 +209,36 @@ def page_scores_triton(q_rows, kmin_flat, kmax_flat, lp_rows, logical_per_page: 
 @triton.jit
 def _top_pages_kernel(SCORES, NPAGES, BASE, OUT, n_cols, k_sel, out_width, rows_per_batch, out_rows_per_batch,
                       BLOCK: tl.constexpr):
-    """Per row: the k_sel - 1 best pages among all but the last valid page (ties to the lower page), then the
-    last page; written as pool ids (BASE[row] + stream page) into OUT[row, :k_sel]."""
+    """Per row: the k_sel - 1 best pages among all but the last valid page (ties to the lower page), in page
+    order, then the last page; written as pool ids (BASE[row] + stream page) into OUT[row, :k_sel].
+    Selection by bisection on the scores' sortable bits (32 counting passes), then a prefix-sum compaction:
+    no sort."""
     row = tl.program_id(0)
     offs = tl.arange(0, BLOCK)
     n_valid = tl.load(NPAGES + row)
-    s = tl.load(SCORES + row * n_cols + offs, mask=offs < n_valid - 1, other=float("-inf"))
+    ok = offs < n_valid - 1
+    s = tl.load(SCORES + row * n_cols + offs, mask=ok, other=0.0)
     bits = s.to(tl.uint32, bitcast=True)
-    sortable = tl.where((bits >> 31) != 0, ~bits, bits | 0x80000000)  # monotone in the float's value
-    low = offs.to(tl.int64) ^ 0xFFFFFFFF  # equal scores: the lower page sorts first
-    key = (sortable.to(tl.uint64) << 32) | low.to(tl.uint64)
-    key = tl.sort(key, 0, descending=True)
-    idx = (key & 0xFFFFFFFF).to(tl.int64) ^ 0xFFFFFFFF
+    key = tl.where((bits >> 31) != 0, ~bits, bits | 0x80000000).to(tl.int64)  # monotone in the float's value
+    key = tl.where(ok & (s == s), key + 1, 0)  # invalid or NaN pages rank below every real score
+    kk = k_sel - 1
+    lo = tl.zeros([], tl.int64)
+    hi = tl.full([], 0x100000000, tl.int64)
+    for _ in range(33):  # largest threshold t with count(key >= t) >= kk
+        mid = (lo + hi + 1) // 2
+        c = tl.sum((key >= mid).to(tl.int32), 0)
+        lo = tl.where(c >= kk, mid, lo)
+        hi = tl.where(c >= kk, hi, mid - 1)
+    greater = key > lo
+    need = kk - tl.sum(greater.to(tl.int32), 0)
+    eq = (key == lo) & ok
+    take = greater | (eq & (tl.cumsum(eq.to(tl.int32), 0) <= need))
+    take = take & (tl.zeros_like(offs) < kk)  # k_sel == 1: only the last page
+    pos = tl.cumsum(take.to(tl.int32), 0) - 1
     base = tl.load(BASE + row)
-    last = n_valid - 1
-    ids = tl.where(offs < k_sel - 1, base + idx, base + last)
     out_row = (row // rows_per_batch) * out_rows_per_batch + row % rows_per_batch
-    tl.store(OUT + out_row * out_width + offs, ids.to(tl.int32), mask=offs < k_sel)
+    tl.store(OUT + out_row * out_width + pos, (base + offs).to(tl.int32), mask=take)
+    tl.store(OUT + out_row * out_width + kk, (base + n_valid - 1).to(tl.int32))
 
 
 def top_pages(scores, n_pages, base, k_sel: int, out, rows_per_batch: int | None = None,

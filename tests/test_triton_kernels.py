@@ -166,7 +166,8 @@ def test_top_pages_kernel():
 
     g = torch.Generator().manual_seed(6)
     scores = torch.randn(3, 40, generator=g)
-    scores[1, 5] = scores[1, 9] = 10.0  # a tie: the lower page wins the later rank
+    scores[1, 5] = scores[1, 9] = 10.0  # a tie
+    scores[0, 3] = scores[0, 7] = scores[0, 8] = scores[0, 30] = scores[0, 35] = scores[0, 36] = 5.0  # a tie at the cut
     scores[1, 12] = -float("inf")
     n_pages = torch.tensor([40, 30, 8])
     base = torch.tensor([100, 1000, 5000])
@@ -174,6 +175,6 @@ def test_top_pages_kernel():
     top_pages(scores, n_pages, base, 6, out)
     for r in range(3):
         n = int(n_pages[r])
-        order = sorted(range(n - 1), key=lambda j: (-scores[r, j].item(), j))[:5]
+        order = sorted(sorted(range(n - 1), key=lambda j: (-scores[r, j].item(), j))[:5])  # chosen, in page order
         assert out[r, :6].tolist() == [int(base[r]) + j for j in order] + [int(base[r]) + n - 1]
         assert (out[r, 6:] == -7).all()  # nothing written past k_sel
