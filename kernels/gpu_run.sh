@@ -2,6 +2,9 @@
 # Build-check-time on a GPU machine in one go: install, GPU correctness tests, the attention benchmark.
 #   bash kernels/gpu_run.sh quick|full [extra sparsebench overrides]
 # Writes under ${OUT:-outputs/gpu}: pytest log, the benchmark record and its table.
+#   bash kernels/gpu_run.sh train [sparsebench-train overrides]
+# One command of the testbed's training (conf/train/testbed.yaml), resuming from .train/; copies the new
+# checkpoint, the log and the command's eval under $OUT (bring .train/ back before the next command).
 set -uo pipefail
 MODE=${1:-quick}; shift || true
 OUT=${OUT:-outputs/gpu}
@@ -16,6 +19,14 @@ if ! python3 -m pip install --no-deps --no-build-isolation -q -e . >"$OUT/instal
   export PYTHONPATH=$SITE:${PYTHONPATH:-}
   printf '#!/usr/bin/env python3\nfrom sparsebench.cli import main\nmain()\n' > /tmp/sparsebench && chmod +x /tmp/sparsebench
   export PATH=/tmp:$PATH
+fi
+if [ "$MODE" = train ]; then
+  mkdir -p .train
+  # hard stop well inside an 8-minute command; the trainer stops itself after train.command_minutes
+  timeout 470 python3 -m sparsebench.train_testbed train out_dir=.train "$@" 2>&1 | grep -v "^\[train\] step [0-9]*[1-9]0 " | tail -60
+  cp .train/ckpt-*.safetensors .train/meta.json .train/train_log.jsonl "$OUT"/
+  ls -t .train/eval_cmd*.json 2>/dev/null | head -1 | xargs -r -I{} cp {} "$OUT"/
+  exit 0
 fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__)"

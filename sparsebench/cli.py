@@ -75,6 +75,27 @@ def _cells(overrides: list[str]) -> list[list[str]]:
     return [list(c) for c in itertools.islice(itertools.product(*choices), MAX_VALIDATED_CELLS)]
 
 
+def sweep_safe(argv: list[str]) -> list[str]:
+    """In a multirun, Hydra composes the base config with every plain override before it sweeps, so
+    `-m policy=quest,lserve policy.budget=512` would fail on the default policy (full has no budget).
+    A plain override under a swept config group becomes a one-value sweep, `policy.budget=choice(512)`,
+    which applies per cell with the same meaning."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    args = _parse_args(argv)
+    if not args.multirun or not args.overrides:
+        return argv
+    parsed = OverridesParser.create().parse_overrides(args.overrides)
+    swept = {o.get_key_element() for o in parsed if o.is_sweep_override() and "." not in o.get_key_element()}
+    out = list(argv)
+    for o in parsed:
+        key = o.get_key_element()
+        if (not o.is_sweep_override() and not o.is_delete() and "." in key and key.split(".")[0] in swept
+                and o.input_line in out):
+            out[out.index(o.input_line)] = f"{key}=choice({o.get_value_element_as_str()})"
+    return out
+
+
 def _group_options(group: str) -> list[str]:
     from hydra.core.global_hydra import GlobalHydra
 
@@ -158,7 +179,8 @@ def main() -> None:
     # it matches them to the plugins' schemas by name, which is what we want
     warnings.filterwarnings("ignore", message=".*is validated against ConfigStore schema with the same name.*")
     register_configs()
-    argv = sys.argv[1:]
+    argv = sweep_safe(sys.argv[1:])
+    sys.argv[1:] = argv  # what Hydra parses
     try:
         validate(argv)
     except ConfigError as e:

@@ -89,12 +89,18 @@ def hf_config(cfg):
     return CONFIG_MAPPING[model_type](**d)
 
 
+def model_path(cfg) -> str | None:
+    """`model.path` with `asset:NAME` (a model shipped in sparsebench/assets) and `~` resolved."""
+    p = resolve_asset(cfg.path)
+    return None if p is None else str(Path(p).expanduser())
+
+
 def check_model(cfg) -> None:
     """Bad-input checks on the model config (no loading)."""
     if cfg.weights not in ("pretrained", "random"):
         raise ConfigError("model.weights", cfg.weights, "pretrained or random")
     if cfg.path is not None:
-        p = Path(cfg.path).expanduser()
+        p = Path(model_path(cfg))
         if not (p.is_dir() and (p / "config.json").is_file()):
             raise ConfigError("model.path", cfg.path, "an existing directory holding config.json and the weights")
     elif cfg.weights == "pretrained" and not cfg.hub_id:
@@ -108,7 +114,7 @@ def model_arch(cfg) -> ModelArch:
     check_model(cfg)
     pattern = resolve_asset(cfg.get("head_pattern"))
     if cfg.path is not None:
-        raw = json.loads((Path(cfg.path).expanduser() / "config.json").read_text())
+        raw = json.loads((Path(model_path(cfg)) / "config.json").read_text())
         text = raw.get("text_config", raw)
         fields = SimpleNamespace(**{"head_dim": None, "num_key_value_heads": None, **text})
         arch = ModelArch.from_hf_config(fields, cfg.name, pattern)
@@ -151,7 +157,7 @@ def load_tokenizer(cfg):
     src = resolve_asset(cfg.tokenizer)
     if src == "byte" or (src is None and cfg.weights == "random" and cfg.path is None):
         return byte_tokenizer()
-    src = src or cfg.path or cfg.hub_id
+    src = src or model_path(cfg) or cfg.hub_id
     tok = AutoTokenizer.from_pretrained(src, trust_remote_code=cfg.trust_remote_code, padding_side="left")
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -173,7 +179,7 @@ def load_model(cfg):
             model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
     else:
         model = AutoModelForCausalLM.from_pretrained(
-            cfg.path or cfg.hub_id, dtype=dtype, use_safetensors=True, trust_remote_code=cfg.trust_remote_code
+            model_path(cfg) or cfg.hub_id, dtype=dtype, use_safetensors=True, trust_remote_code=cfg.trust_remote_code
         )
     model.to(device).eval()
     return model, load_tokenizer(cfg)
@@ -182,4 +188,4 @@ def load_model(cfg):
 def _local_config(cfg):
     from transformers import AutoConfig
 
-    return AutoConfig.from_pretrained(cfg.path, trust_remote_code=cfg.trust_remote_code)
+    return AutoConfig.from_pretrained(model_path(cfg), trust_remote_code=cfg.trust_remote_code)

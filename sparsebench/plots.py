@@ -24,7 +24,9 @@ def heatmap(grid, rows, cols, path, title: str = "", xlabel: str = "context leng
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(1.2 + 0.7 * len(cols), 1.0 + 0.45 * len(rows)))
+    label_w = 0.09 * max(len(str(r)) for r in rows)  # long row labels (task names) need room
+    fig, ax = plt.subplots(figsize=(max(4.0, 2.0 + label_w + 0.8 * len(cols)), max(2.6, 1.2 + 0.45 * len(rows))),
+                           layout="constrained")
     im = ax.imshow(grid, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
     ax.set_xticks(range(len(cols)), [str(c) for c in cols])
     ax.set_yticks(range(len(rows)), [f"{r:g}" if isinstance(r, (int, float)) else str(r) for r in rows])
@@ -33,7 +35,6 @@ def heatmap(grid, rows, cols, path, title: str = "", xlabel: str = "context leng
     if title:
         ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -18,8 +18,9 @@ from pathlib import Path
 SPECIALS = ["<s>", "</s>", "<pad>", "<unk>"]
 
 
-def python_corpus(max_chars: int = 8_000_000) -> list[str]:
-    """pydoc topics, then standard-library docstrings (sorted by module path), up to max_chars."""
+def python_corpus(max_chars: int = 8_000_000, code: bool = False, extra: list[str] | None = None) -> list[str]:
+    """pydoc topics, then standard-library docstrings (sorted by module path), up to max_chars; with `code`, the
+    standard library's sources too; `extra` texts (e.g. word lists, task templates) last."""
     from pydoc_data.topics import topics
 
     out = [topics[k] for k in sorted(topics)]
@@ -38,7 +39,26 @@ def python_corpus(max_chars: int = 8_000_000) -> list[str]:
                 if doc and len(doc) > 40:
                     out.append(doc)
                     total += len(doc)
-    return out
+    if code:
+        for f in sorted(stdlib.glob("*.py")):
+            if total >= 2 * max_chars:
+                break
+            src = f.read_text(encoding="utf-8", errors="replace")
+            out.append(src)
+            total += len(src)
+    return out + list(extra or [])
+
+
+def testbed_extra() -> list[str]:
+    """RULER's word lists (adjective-noun keys, CWE words) and the eval templates, so the words the testbed is
+    trained and evaluated on tokenize compactly."""
+    from sparsebench.evals.needle import PASSKEY_NEEDLE, PASSKEY_PREFIX, PASSKEY_QUESTION
+    from sparsebench.evals.ruler import NEEDLE, TEMPLATES, wonderwords
+
+    words = list(wonderwords("noun")) + list(wonderwords("adjective")) + list(wonderwords("verb"))
+    lists = [" ".join(f"{i + 1}. {w}" for i, w in enumerate(words[j : j + 50])) for j in range(0, len(words), 50)]
+    templates = [t + p for t, p, _, _ in TEMPLATES.values()] + [PASSKEY_PREFIX + PASSKEY_NEEDLE + PASSKEY_QUESTION, NEEDLE]
+    return lists * 3 + templates * 20
 
 
 def train_bpe(texts: list[str], vocab_size: int):
@@ -66,8 +86,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("out_dir")
     ap.add_argument("--vocab-size", type=int, default=2048)
     ap.add_argument("--max-chars", type=int, default=8_000_000)
+    ap.add_argument("--testbed", action="store_true", help="also prose code, RULER's word lists and the task templates")
     args = ap.parse_args(argv)
-    tok = train_bpe(python_corpus(args.max_chars), args.vocab_size)
+    extra = testbed_extra() if args.testbed else None
+    tok = train_bpe(python_corpus(args.max_chars, code=args.testbed, extra=extra), args.vocab_size)
     tok.save_pretrained(args.out_dir)
     print(f"saved a {len(tok)}-token tokenizer to {args.out_dir}", file=sys.stderr)
 

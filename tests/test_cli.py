@@ -79,8 +79,8 @@ BAD = [
     (["policy=lserve", "policy.budget=1000"], "policy.budget=1000", "multiple of policy.page_size=64"),
     (["policy=lserve", "policy.sparsity=1.5"], "policy.sparsity=1.5", "[0, 1]"),
     (["policy=streaming_heads", "policy.sparsity=-0.1"], "policy.sparsity=-0.1", "[0, 1]"),
-    (["policy=streaming_heads", "policy.pattern={badpattern}"], "policy.pattern=", "shape [4, 2]"),
-    (["task.lengths=[20000]"], "task.lengths=[20000]", "16384"),
+    (["policy=streaming_heads", "policy.pattern={badpattern}"], "policy.pattern=", "shape [8, 4]"),
+    (["task.lengths=[20000]"], "task.lengths=[20000]", "8192"),
     (["model=llama2_7b_32k", "model.path=/no/such/dir"], "model.path='/no/such/dir'", "config.json"),
     (["policy=quest", "policy.budgt=5"], "policy.budgt", "budget"),
     (["backend=sdpa", "policy=lserve"], "backend.name='sdpa'", "reference"),
@@ -135,3 +135,19 @@ def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path):
              "task.lengths=[256]", "task.depths=[50]", cwd=tmp_path)
     assert r1.returncode == 1
     assert "failed" in r1.stdout
+
+
+def test_plain_override_under_a_swept_group_applies_per_cell(tmp_path):
+    """`-m policy=quest,lserve policy.budget=64`: full (the default policy) has no budget, so Hydra would
+    reject the override on its base config; sparsebench makes it a one-value sweep."""
+    from sparsebench.cli import sweep_safe
+
+    assert sweep_safe(["-m", "policy=quest,lserve", "policy.budget=64", "task.lengths=[256]"]) == [
+        "-m", "policy=quest,lserve", "policy.budget=choice(64)", "task.lengths=[256]"]
+    assert sweep_safe(["policy=quest", "policy.budget=64"]) == ["policy=quest", "policy.budget=64"]
+    r = cli("-m", "policy=quest,lserve", "policy.budget=64", "model=tiny_llama", "task.lengths=[256]",
+            "task.depths=[50]", f"paths.output_dir={tmp_path}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    recs = records(tmp_path)
+    assert sorted(x["config"]["policy"]["name"] for x in recs) == ["lserve", "quest"]
+    assert all(x["config"]["policy"]["budget"] == 64 for x in recs)

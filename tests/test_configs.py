@@ -1,4 +1,4 @@
-"""Every option of every config group composes, and every policy builds against tiny_llama without loading weights."""
+"""Every option of every config group composes, and every policy builds against the default (testbed) model without loading weights."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def test_every_option_composes(group):
 
 
 @pytest.mark.parametrize("policy", options("policy"))
-def test_every_policy_builds_on_tiny_llama(policy):
+def test_every_policy_builds_on_the_default_model(policy):
     spec = build(compose("config", overrides=[f"policy={policy}", "model.device=cpu"]))
     assert spec.policy.name == policy
     assert spec.backend in ("reference", "sdpa")
