@@ -5,7 +5,10 @@ for `batch_sizes`, in one layer of Llama-3-8B geometry (32 query / 8 KV heads, d
 `full` on sdpa_cudnn, sdpa_flash, flex and triton; the sparse policies on flex and triton
 (`triton` sends dense heads to cuDNN, `triton_all` runs every head in the Triton kernel).
 Timing: device events, warm-up excluded, medians (sparsebench.timing); decode steps are CUDA-graph
-replays, one reuse cycle per graph for LServe (selector on its first step only). Each row reports
+replays of `decode_layers` layers' steps (each layer its own KV, as in a model's decode graph, so the
+graph launch is amortised and one layer's pages are not in L2 for the next), with L2 flushed before
+each replay (`decode_l2: flushed`; `warm` for comparison); each position of LServe's reuse cycle in
+its own graph (selector on the first), the row being the mean over the cycle, per layer. Each row reports
 ms, TFLOP/s (prefill) or TB/s (decode), the fraction of the floor (FLOPs / measured matmul rate, or
 bytes / measured copy bandwidth) and the speedup over dense cuDNN (prefill) / dense SDPA (decode)
 of the same shapes measured in the same run (`aggregate`). Before timing, each row's output is
@@ -51,7 +54,9 @@ class LatencyAttentionConfig(TaskConfig):
     prefill_configs: List[str] = field(default_factory=lambda: ["128x128x8x3", "128x64x8x3", "128x64x4x3",
                                                                 "128x32x4x4"])
     # paged decode launch configs tried per row (warps x stages x pages per split, 0 = automatic)
-    decode_configs: List[str] = field(default_factory=lambda: ["4x3x0", "4x2x0", "8x4x4"])
+    decode_configs: List[str] = field(default_factory=lambda: ["4x3x0", "4x2x0", "8x4x4", "4x3x2", "4x3x4"])
+    decode_l2: str = "flushed"  # flushed | warm: L2 state before each timed decode replay
+    decode_layers: int = 8  # layers (each its own KV) per decode graph; times are per layer
     check_correctness: bool = True
     warmup_ms: int = 25
     rep_ms: int = 100
@@ -81,12 +86,16 @@ class LatencyAttention(Task):
 
     def validate(self, arch, model_cfg) -> None:
         c = self.cfg
-        if not torch.cuda.is_available():
-            raise ConfigError("task.name", c.name, "a CUDA device (task=latency_attention times GPU kernels)")
         bad = [p for p in c.policies if p not in ("full", "streaming_llm", "streaming_heads", "quest", "lserve",
                                                   "alisa_swa")]
         if bad:
             raise ConfigError("task.policies", bad, "full, streaming_llm, streaming_heads, quest, lserve, alisa_swa")
+        if c.decode_layers < 1:
+            raise ConfigError("task.decode_layers", c.decode_layers, "an integer >= 1")
+        if c.decode_l2 not in ("flushed", "warm"):
+            raise ConfigError("task.decode_l2", c.decode_l2, "flushed or warm")
+        if not torch.cuda.is_available():
+            raise ConfigError("task.name", c.name, "a CUDA device (task=latency_attention times GPU kernels)")
 
     def samples(self, tokenizer) -> list[Sample]:
         c = self.cfg
@@ -265,22 +274,39 @@ def decode_row(c: LatencyAttentionConfig, m: dict) -> dict:
     from sparsebench.kernels import bench_steps
     from sparsebench.timing import graph_ms
 
+    flush = c.decode_l2 == "flushed"
+    # a graph holds the step of `decode_layers` layers, each with its own KV (as a model's decode graph does):
+    # the graph launch is paid once per layers, not per layer, and a layer's pages are not in L2 for the next
+    layers = c.decode_layers if m["backend"] != "flex" else 1
+
+    def build():
+        built = [bench_steps.build_decode_step(m["policy"], m["backend"], m["batch"], m["length"], c.n_heads,
+                                               c.n_kv_heads, c.head_dim, _dtype(c), c) for _ in range(layers)]
+        return (lambda i: [b[0](i) for b in built]), built[0][1], built
+
+    def set_conf(conf):
+        w, st, pps = (int(x) for x in conf.split("x"))
+        bench_steps.PAGED_OPTS = {"num_warps": w, "num_stages": st, **({"pages_per_split": pps} if pps else {})}
+
     sweep = m["backend"] == "triton" and m["policy"] != "alisa_swa"  # rows that run the paged kernel
-    best, best_conf = None, None
-    for conf in (c.decode_configs if sweep else [None]):
-        if conf:
-            w, st, pps = (int(x) for x in conf.split("x"))
-            bench_steps.PAGED_OPTS = {"num_warps": w, "num_stages": st, **({"pages_per_split": pps} if pps else {})}
-        built = bench_steps.build_decode_step(m["policy"], m["backend"], m["batch"], m["length"], c.n_heads,
-                                              c.n_kv_heads, c.head_dim, _dtype(c), c)
-        t = graph_ms(built[0], built[1]) if m["backend"] != "flex" else 0.0
-        if best is None or t < best[0]:
-            best, best_conf = (t, built), conf
-    bench_steps.PAGED_OPTS = dict(zip(("num_warps", "num_stages", "pages_per_split"),
-                                      [int(x) for x in best_conf.split("x")])) if best_conf else {}
-    if bench_steps.PAGED_OPTS.get("pages_per_split") == 0:
-        bench_steps.PAGED_OPTS.pop("pages_per_split")
-    step, steps, info = best[1]
+    best_conf = None
+    if sweep and len(c.decode_configs) > 1:  # the fastest launch config (the losers' KV freed before the next)
+        best_t = None
+        for conf in c.decode_configs:
+            set_conf(conf)
+            step, steps, built = build()
+            t = graph_ms(step, steps, flush_l2=flush, replays=50)
+            if best_t is None or t < best_t:
+                best_t, best_conf = t, conf
+            del step, built
+            torch.cuda.empty_cache()
+    elif sweep:
+        best_conf = c.decode_configs[0]
+    bench_steps.PAGED_OPTS = {}
+    if best_conf:
+        set_conf(best_conf)
+    step, steps, built = build()
+    info = built[0][2]
     note = f"config {best_conf}" if best_conf else ""
     if c.check_correctness and m["length"] <= 8192 and info.get("check"):
         note = (note + "; " if note else "") + info["check"]()
@@ -290,9 +316,15 @@ def decode_row(c: LatencyAttentionConfig, m: dict) -> dict:
 
         ms = median_ms(lambda: [step(i) for i in range(steps)], c.warmup_ms, c.rep_ms) / steps
     else:
-        ms = graph_ms(step, steps)
+        ms = graph_ms(step, steps, flush_l2=flush) / layers
         if steps > 1:  # where a reuse cycle's time goes: the selector step and a reuse step alone
-            extra = {"select_step_ms": graph_ms(lambda i: step(0)), "reuse_step_ms": graph_ms(lambda i: step(1))}
+            extra = {"select_step_ms": graph_ms(lambda i: step(0), flush_l2=flush) / layers,
+                     "reuse_step_ms": graph_ms(lambda i: step(1), flush_l2=flush) / layers}
+        for name in info.get("parts", {}):  # each kernel of the step alone
+            extra[f"{name}_ms"] = graph_ms(lambda i, n=name: [b[2]["parts"][n]() for b in built],
+                                           flush_l2=flush) / layers
     bench_steps.PAGED_OPTS = {}
-    return {"ms": ms, "bytes": info["bytes"], "note": note, **extra,
-            **{k: v for k, v in info.items() if k not in ("bytes", "check")}}
+    del built
+    torch.cuda.empty_cache()
+    return {"ms": ms, "bytes": info["bytes"], "note": note, "layers_per_graph": layers, **extra,
+            **{k: v for k, v in info.items() if k not in ("bytes", "check", "parts")}}

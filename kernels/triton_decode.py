@@ -74,10 +74,11 @@ def _paged_split_kernel(Q, KP, VP, PAGES, PLEN, POS, POS_LO, ACC, M, L,
         else:
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m_i = m_new
-    out = (row * n_splits + split) * GQP
-    tl.store(ACC + (out + offs_g[:, None]) * D + offs_d[None, :], acc)
-    tl.store(M + out + offs_g, m_i)
-    tl.store(L + out + offs_g, l_i)
+    out = (row * n_splits + split) * GQ  # partials of the GQ real rows only (GQ = 1 pads to 16 for tl.dot)
+    gmask = offs_g < GQ
+    tl.store(ACC + (out + offs_g[:, None]) * D + offs_d[None, :], acc, mask=gmask[:, None])
+    tl.store(M + out + offs_g, m_i, mask=gmask)
+    tl.store(L + out + offs_g, l_i, mask=gmask)
 
 
 @triton.jit
@@ -87,17 +88,18 @@ def _combine_kernel(ACC, M, L, O, n_splits, GQ: tl.constexpr, GQP: tl.constexpr,
     offs_s = tl.arange(0, S_P2)
     offs_g = tl.arange(0, GQP)
     offs_d = tl.arange(0, D)
-    smask = offs_s < n_splits
-    base = row * n_splits * GQP
-    m = tl.load(M + base + offs_s[:, None] * GQP + offs_g[None, :], mask=smask[:, None], other=float("-inf"))
-    l = tl.load(L + base + offs_s[:, None] * GQP + offs_g[None, :], mask=smask[:, None], other=0.0)
+    gmask = offs_g < GQ
+    smask = (offs_s < n_splits)[:, None] & gmask[None, :]
+    base = row * n_splits * GQ
+    m = tl.load(M + base + offs_s[:, None] * GQ + offs_g[None, :], mask=smask, other=float("-inf"))
+    l = tl.load(L + base + offs_s[:, None] * GQ + offs_g[None, :], mask=smask, other=0.0)
     m_max = tl.max(m, 0)
     m_safe = tl.where(m_max == float("-inf"), 0.0, m_max)
     w = tl.where(m == float("-inf"), 0.0, tl.exp2(m - m_safe[None, :]))  # [S, GQP]
     denom = tl.sum(w * l, 0)
     acc = tl.zeros([GQP, D], tl.float32)
     for s in range(0, n_splits):
-        a = tl.load(ACC + (base + s * GQP + offs_g[:, None]) * D + offs_d[None, :])
+        a = tl.load(ACC + (base + s * GQ + offs_g[:, None]) * D + offs_d[None, :], mask=gmask[:, None], other=0.0)
         ws = tl.sum(tl.where(offs_s[:, None] == s, w, 0.0), 0)  # [GQP]
         acc += a * ws[:, None]
     denom = tl.where(denom == 0.0, 1.0, denom)
@@ -124,8 +126,8 @@ def paged_attention(q_rows, k_pool, v_pool, pages, page_len, scaling: float, pos
         pages_per_split = max(4, triton.cdiv(NP * rows, 2 * sms))
     n_splits = max(1, triton.cdiv(NP, pages_per_split))
     GQP = _pow2(GQ)
-    acc = torch.empty(rows, n_splits, GQP, D, dtype=torch.float32, device=q.device)
-    m = torch.empty(rows, n_splits, GQP, dtype=torch.float32, device=q.device)
+    acc = torch.empty(rows, n_splits, GQ, D, dtype=torch.float32, device=q.device)
+    m = torch.empty(rows, n_splits, GQ, dtype=torch.float32, device=q.device)
     lse = torch.empty_like(m)
     if pos_filter is not None:
         pos_pool, sink, pos_lo = pos_filter
@@ -183,7 +185,7 @@ def _page_scores_kernel(Q, KMIN, KMAX, LP, OUT, n_phys, n_lp_rows,
 
 
 def page_scores_triton(q_rows, kmin_flat, kmax_flat, lp_rows, logical_per_page: int, reduce: str = "max",
-                       block_p: int = 16):
+                       block_p: int = 16, out=None, num_warps: int = 4):
     """Physical-page scores (fp32, -inf for empty pages): [B, R, NP] for reduce max / sum over each row's
     GQ query heads, or [B, R, GQ, NP] for reduce "none" (one row per query head, summaries read once).
 
@@ -197,11 +199,12 @@ def page_scores_triton(q_rows, kmin_flat, kmax_flat, lp_rows, logical_per_page: 
     block_p = max(min(block_p, _pow2(n_phys, 1)), triton.next_power_of_2(max(1, 16 // logical_per_page)))
     mode = {"none": 0, "max": 1, "sum": 2}[reduce]
     shape = (B, R, GQ, n_phys) if mode == 0 else (B, R, n_phys)
-    out = torch.empty(shape, dtype=torch.float32, device=q_rows.device)
+    if out is None:
+        out = torch.empty(shape, dtype=torch.float32, device=q_rows.device)
     _page_scores_kernel[(rows, triton.cdiv(n_phys, block_p))](
         q_rows.contiguous(), kmin_flat, kmax_flat, lp_rows.reshape(rows, n_lp).to(torch.int32).contiguous(), out,
         n_phys, n_lp, GQ=GQ, GQP=_pow2(GQ), D=D, LPP=logical_per_page, BLOCK_P=block_p,
-        REDUCE=mode, DOT_F32=True, num_warps=4)
+        REDUCE=mode, DOT_F32=True, num_warps=num_warps)
     return out
 
 
@@ -211,8 +214,9 @@ def _top_pages_kernel(SCORES, NPAGES, BASE, OUT, n_cols, k_sel, out_width, rows_
                       BLOCK: tl.constexpr):
     """Per row: the k_sel - 1 best pages among all but the last valid page (ties to the lower page), in page
     order, then the last page; written as pool ids (BASE[row] + stream page) into OUT[row, :k_sel].
-    Selection by bisection on the scores' sortable bits (32 counting passes), then a prefix-sum compaction:
-    no sort."""
+    No sort: bisection on the scores' sortable bits for the threshold, stopping as soon as exactly
+    k_sel - 1 keys are at or above it (about log2(2^32 / gap between the scores around the cut) counting
+    passes, ~12 for 2K random scores, 33 at most with ties at the cut), then a prefix-sum compaction."""
     row = tl.program_id(0)
     offs = tl.arange(0, BLOCK)
     n_valid = tl.load(NPAGES + row)
@@ -222,13 +226,13 @@ def _top_pages_kernel(SCORES, NPAGES, BASE, OUT, n_cols, k_sel, out_width, rows_
     key = tl.where((bits >> 31) != 0, ~bits, bits | 0x80000000).to(tl.int64)  # monotone in the float's value
     key = tl.where(ok & (s == s), key + 1, 0)  # invalid or NaN pages rank below every real score
     kk = k_sel - 1
-    lo = tl.zeros([], tl.int64)
+    lo = tl.zeros([], tl.int64)  # invariant: count(key >= lo) >= kk; the answer lies in [lo, hi]
     hi = tl.full([], 0x100000000, tl.int64)
-    for _ in range(33):  # largest threshold t with count(key >= t) >= kk
+    while lo < hi:  # the largest t with count(key >= t) >= kk, or any t with count == kk
         mid = (lo + hi + 1) // 2
         c = tl.sum((key >= mid).to(tl.int32), 0)
         lo = tl.where(c >= kk, mid, lo)
-        hi = tl.where(c >= kk, hi, mid - 1)
+        hi = tl.where(c == kk, mid, tl.where(c > kk, hi, mid - 1))
     greater = key > lo
     need = kk - tl.sum(greater.to(tl.int32), 0)
     eq = (key == lo) & ok
@@ -296,10 +300,11 @@ def _gather_split_kernel(Q, KF, VF, IDX, LOGITS, ACC, M, L, n_tok, tok_per_split
         else:
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m_i = m_new
-    out = (row * n_splits + split) * GQP
-    tl.store(ACC + (out + offs_g[:, None]) * D + offs_d[None, :], acc)
-    tl.store(M + out + offs_g, m_i)
-    tl.store(L + out + offs_g, l_i)
+    out = (row * n_splits + split) * GQ
+    gmask = offs_g < GQ
+    tl.store(ACC + (out + offs_g[:, None]) * D + offs_d[None, :], acc, mask=gmask[:, None])
+    tl.store(M + out + offs_g, m_i, mask=gmask)
+    tl.store(L + out + offs_g, l_i, mask=gmask)
 
 
 @triton.jit
@@ -309,10 +314,10 @@ def _probs_kernel(LOGITS, M, L, PROBS, n_tok, n_splits, GQ: tl.constexpr, GQP: t
     tb = tl.program_id(1)
     offs_s = tl.arange(0, S_P2)
     offs_g = tl.arange(0, GQP)
-    smask = offs_s < n_splits
-    base = row * n_splits * GQP
-    m = tl.load(M + base + offs_s[:, None] * GQP + offs_g[None, :], mask=smask[:, None], other=float("-inf"))
-    l = tl.load(L + base + offs_s[:, None] * GQP + offs_g[None, :], mask=smask[:, None], other=0.0)
+    smask = (offs_s < n_splits)[:, None] & (offs_g < GQ)[None, :]
+    base = row * n_splits * GQ
+    m = tl.load(M + base + offs_s[:, None] * GQ + offs_g[None, :], mask=smask, other=float("-inf"))
+    l = tl.load(L + base + offs_s[:, None] * GQ + offs_g[None, :], mask=smask, other=0.0)
     m_max = tl.max(m, 0)
     m_safe = tl.where(m_max == float("-inf"), 0.0, m_max)
     denom = tl.sum(tl.where(m == float("-inf"), 0.0, tl.exp2(m - m_safe[None, :])) * l, 0)
@@ -339,8 +344,8 @@ def gathered_attention(q_rows, k_flat, v_flat, idx, scaling: float, tok_per_spli
     n_splits = max(1, triton.cdiv(T, tok_per_split))
     GQP = _pow2(GQ)
     logits = torch.empty(rows, GQ, T, dtype=torch.float32, device=q.device)
-    acc = torch.empty(rows, n_splits, GQP, D, dtype=torch.float32, device=q.device)
-    m = torch.empty(rows, n_splits, GQP, dtype=torch.float32, device=q.device)
+    acc = torch.empty(rows, n_splits, GQ, D, dtype=torch.float32, device=q.device)
+    m = torch.empty(rows, n_splits, GQ, dtype=torch.float32, device=q.device)
     lse = torch.empty_like(m)
     _gather_split_kernel[(rows, n_splits)](q, k_flat, v_flat, idx, logits, acc, m, lse, T, tok_per_split, n_splits,
                                            scaling, GQ=GQ, GQP=GQP, D=D, BLOCK_T=block_t,

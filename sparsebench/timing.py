@@ -1,8 +1,11 @@
 """The one timing helper: device-event timing, warm-up excluded, medians; CUDA graphs for decode steps.
 
 - `median_ms(fn)`: triton.testing.do_bench (CUDA events, warm-up, L2 flush between repeats), median.
-- `graph_ms(step, steps=1)`: capture `step` (called `steps` times, e.g. one reuse cycle) in a CUDA
-  graph after a warm-up, time replays with events; returns the median per step.
+- `graph_ms(step, steps=1)`: time each position of a cycle of `steps` calls (e.g. LServe's reuse
+  cycle: the selector step, then reuse steps) as its own CUDA graph after a warm-up, replays timed
+  with events; returns the mean over the cycle of the per-position medians. L2 is flushed before
+  each timed replay (as in a model, where the other layers' KV passes through L2 between two steps of
+  one layer): a small working set (a few MB of selected pages) would otherwise be served from L2.
 - `ceilings()`: the device's measured copy bandwidth (bytes read + written per second, a large
   device-to-device copy) and bf16 matmul rate (8192^3), the floors every row is compared with.
 """
@@ -20,8 +23,20 @@ def median_ms(fn, warmup_ms: int = 25, rep_ms: int = 100) -> float:
     return float(triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
 
 
-def graph_ms(step, steps: int = 1, replays: int = 200, warmup: int = 3, warm_replays: int = 20) -> float:
-    """Median time per step of `step` replayed from a CUDA graph."""
+_L2_FLUSH: dict = {}
+
+
+def _flush_l2():
+    dev = torch.cuda.current_device()
+    if dev not in _L2_FLUSH:  # 256 MB: several times any current GPU's L2
+        _L2_FLUSH[dev] = torch.empty(256 << 20, dtype=torch.int8, device="cuda")
+    _L2_FLUSH[dev].zero_()
+
+
+def graph_ms(step, steps: int = 1, replays: int = 200, warmup: int = 3, warm_replays: int = 20,
+             flush_l2: bool = True) -> float:
+    """Mean over the `steps` positions of a cycle of the median time of `step(i)`, each position captured in
+    its own CUDA graph and replayed after an L2 flush (cold, as in a model), or back to back when not."""
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):  # warm-up outside the graph (compiles, allocations)
@@ -30,22 +45,27 @@ def graph_ms(step, steps: int = 1, replays: int = 200, warmup: int = 3, warm_rep
                 step(i)
     torch.cuda.current_stream().wait_stream(stream)
     torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for i in range(steps):
+    graphs = []
+    for i in range(steps):
+        graphs.append(torch.cuda.CUDAGraph())
+        with torch.cuda.graph(graphs[-1]):
             step(i)
     for _ in range(warm_replays):  # clocks up to speed before the timed replays
-        graph.replay()
+        for g in graphs:
+            g.replay()
     torch.cuda.synchronize()
-    times = []
+    times = [[] for _ in graphs]
     for _ in range(replays):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        graph.replay()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b) / steps)
-    return statistics.median(times)
+        for i, g in enumerate(graphs):  # in cycle order, so state (e.g. a selection) flows as in decode
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            if flush_l2:
+                _flush_l2()  # stream-ordered before the start event
+            a.record()
+            g.replay()
+            b.record()
+            b.synchronize()
+            times[i].append(a.elapsed_time(b))
+    return sum(statistics.median(t) for t in times) / steps
 
 
 def ceilings(device="cuda") -> dict:

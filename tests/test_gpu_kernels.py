@@ -102,3 +102,21 @@ def test_paged_decode_and_gather_bf16_at_128k_pages():
     ref = torch.einsum("brgt,brtd->brgd", w, vp.view(-1, D)[flat.clamp(min=0)].float())
     assert not torch.isnan(out).any() and rel(out, ref) < 1e-2 and rel(o2, ref) < 1e-2
     assert (probs - w).abs().max().item() < 1e-3
+
+
+def test_top_pages_at_128k_pages_matches_torch_topk():
+    """2048 physical pages per row (128K tokens of 64-token pages), 63 chosen + the forced last page."""
+    from sparsebench.kernels.triton_decode import top_pages
+
+    g = torch.Generator(device="cuda").manual_seed(3)
+    rows, P, k_sel = 32, 2048, 64
+    scores = torch.randn(rows, P, device="cuda", generator=g)
+    n_pages = torch.randint(P // 2, P + 1, (rows,), device="cuda", generator=g)
+    base = torch.arange(rows, device="cuda") * 10_000
+    out = torch.full((rows, k_sel), -1, dtype=torch.int32, device="cuda")
+    top_pages(scores, n_pages, base, k_sel, out)
+    for r in range(rows):
+        n = int(n_pages[r])
+        want = scores[r, : n - 1].topk(k_sel - 1).indices.sort().values  # distinct random scores: no ties
+        assert out[r, :-1].tolist() == (want + base[r]).tolist()
+        assert int(out[r, -1]) == int(base[r]) + n - 1

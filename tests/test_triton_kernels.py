@@ -165,16 +165,23 @@ def test_top_pages_kernel():
     from sparsebench.kernels.triton_decode import top_pages
 
     g = torch.Generator().manual_seed(6)
-    scores = torch.randn(3, 40, generator=g)
+    scores = torch.randn(4, 1100, generator=g)
     scores[1, 5] = scores[1, 9] = 10.0  # a tie
     scores[0, 3] = scores[0, 7] = scores[0, 8] = scores[0, 30] = scores[0, 35] = scores[0, 36] = 5.0  # a tie at the cut
     scores[1, 12] = -float("inf")
-    n_pages = torch.tensor([40, 30, 8])
-    base = torch.tensor([100, 1000, 5000])
-    out = torch.full((3, 12), -7, dtype=torch.int32)
-    top_pages(scores, n_pages, base, 6, out)
-    for r in range(3):
-        n = int(n_pages[r])
-        order = sorted(sorted(range(n - 1), key=lambda j: (-scores[r, j].item(), j))[:5])  # chosen, in page order
-        assert out[r, :6].tolist() == [int(base[r]) + j for j in order] + [int(base[r]) + n - 1]
-        assert (out[r, 6:] == -7).all()  # nothing written past k_sel
+    scores[3] = torch.randint(-3, 3, (1100,), generator=g).float()  # many ties, negatives and zeros
+    scores[3, :4] = torch.tensor([-0.0, 0.0, -float("inf"), float("nan")])
+    n_pages = torch.tensor([40, 30, 8, 1100])
+    base = torch.tensor([100, 1000, 5000, 7])
+    for k_sel in (1, 6, 60):
+        out = torch.full((4, 70), -7, dtype=torch.int32)
+        top_pages(scores, n_pages, base, k_sel, out)
+        for r in range(4):
+            n = int(n_pages[r])
+            cand = [j for j in range(n - 1) if scores[r, j] == scores[r, j]]  # NaN ranks last
+            ranked = sorted(cand, key=lambda j: (-scores[r, j].item(), j)) + [j for j in range(n - 1) if j not in cand]
+            want = sorted(ranked[: min(k_sel - 1, n - 1)])  # chosen, in page order
+            got = out[r, :k_sel].tolist()
+            if k_sel - 1 <= n - 1:
+                assert got == [int(base[r]) + j for j in want] + [int(base[r]) + n - 1], (r, k_sel)
+            assert (out[r, k_sel:] == -7).all()  # nothing written past k_sel
