@@ -85,6 +85,8 @@ BAD = [
     (["policy=quest", "policy.budgt=5"], "policy.budgt", "budget"),
     (["backend=sdpa", "policy=lserve"], "backend.name='sdpa'", "reference"),
     (["-m", "policy=full,nope"], "policy='nope'", "streaming_llm"),
+    (["task=latency_attention", "task.decode_l2=cold"], "task.decode_l2='cold'", "flushed or warm"),
+    (["task=latency_attention", "task.decode_layers=0"], "task.decode_layers=0", ">= 1"),
 ]
 
 
