@@ -316,10 +316,10 @@ def decode_row(c: LatencyAttentionConfig, m: dict) -> dict:
 
         ms = median_ms(lambda: [step(i) for i in range(steps)], c.warmup_ms, c.rep_ms) / steps
     else:
-        ms = graph_ms(step, steps, flush_l2=flush) / layers
-        if steps > 1:  # where a reuse cycle's time goes: the selector step and a reuse step alone
-            extra = {"select_step_ms": graph_ms(lambda i: step(0), flush_l2=flush) / layers,
-                     "reuse_step_ms": graph_ms(lambda i: step(1), flush_l2=flush) / layers}
+        per_pos = [t / layers for t in graph_ms(step, steps, flush_l2=flush, per_step=True)]
+        ms = sum(per_pos) / steps
+        if steps > 1:  # where a reuse cycle's time goes: the selector step and a reuse step
+            extra = {"select_step_ms": per_pos[0], "reuse_step_ms": per_pos[1]}
         for name in info.get("parts", {}):  # each kernel of the step alone
             extra[f"{name}_ms"] = graph_ms(lambda i, n=name: [b[2]["parts"][n]() for b in built],
                                            flush_l2=flush) / layers

@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from sparsebench.kernels.triton_prefill import INTERPRET
+from sparsebench.kernels.triton_prefill import INTERPRET, online_softmax_update
 
 
 def _pow2(n: int, lo: int = 16) -> int:
@@ -66,13 +66,7 @@ def _paged_split_kernel(Q, KP, VP, PAGES, PLEN, POS, POS_LO, ACC, M, L,
         s = tl.where(keep, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        p = tl.exp2(s - m_safe[:, None])
-        alpha = tl.exp2(m_i - m_safe)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        if DOT_F32:
-            acc = acc * alpha[:, None] + tl.dot(p, v.to(tl.float32))
-        else:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        acc, l_i = online_softmax_update(s, v, m_i, m_safe, l_i, acc, DOT_F32)
         m_i = m_new
     out = (row * n_splits + split) * GQ  # partials of the GQ real rows only (GQ = 1 pads to 16 for tl.dot)
     gmask = offs_g < GQ
@@ -292,13 +286,7 @@ def _gather_split_kernel(Q, KF, VF, IDX, LOGITS, ACC, M, L, n_tok, tok_per_split
                  mask=(offs_g[:, None] < GQ) & tmask[None, :])
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        p = tl.exp2(s - m_safe[:, None])
-        alpha = tl.exp2(m_i - m_safe)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        if DOT_F32:
-            acc = acc * alpha[:, None] + tl.dot(p, v.to(tl.float32))
-        else:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        acc, l_i = online_softmax_update(s, v, m_i, m_safe, l_i, acc, DOT_F32)
         m_i = m_new
     out = (row * n_splits + split) * GQ
     gmask = offs_g < GQ

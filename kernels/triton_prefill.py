@@ -24,6 +24,20 @@ INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # CPU interpreter: its bf
 
 
 @triton.jit
+def online_softmax_update(s, v, m_i, m_safe, l_i, acc, DOT_F32: tl.constexpr):
+    """One key block of the online softmax: s [M, N] base-2 logits, v [N, D]; m_i the old row max, m_safe the
+    new one with -inf (nothing visible yet) replaced by 0. Returns (acc, l_i) rescaled and accumulated."""
+    p = tl.exp2(s - m_safe[:, None])
+    alpha = tl.exp2(m_i - m_safe)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    if DOT_F32:
+        acc = acc * alpha[:, None] + tl.dot(p, v.to(tl.float32))
+    else:
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    return acc, l_i
+
+
+@triton.jit
 def _attend_blocks(acc, m_i, l_i, q, K_ptr, V_ptr, stride_kn, stride_vn, offs_m, offs_d, lo, hi, n_ctx,
                    sink, window, qk_scale, KIND: tl.constexpr, MASK: tl.constexpr, BLOCK_N: tl.constexpr,
                    DOT_F32: tl.constexpr):
@@ -45,13 +59,7 @@ def _attend_blocks(acc, m_i, l_i, q, K_ptr, V_ptr, stride_kn, stride_vn, offs_m,
         else:
             m_new = tl.maximum(m_i, tl.max(s, 1))
             m_safe = m_new
-        p = tl.exp2(s - m_safe[:, None])
-        alpha = tl.exp2(m_i - m_safe)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        if DOT_F32:
-            acc = acc * alpha[:, None] + tl.dot(p, v.to(tl.float32))
-        else:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        acc, l_i = online_softmax_update(s, v, m_i, m_safe, l_i, acc, DOT_F32)
         m_i = m_new
     return acc, m_i, l_i
 

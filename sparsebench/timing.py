@@ -34,9 +34,10 @@ def _flush_l2():
 
 
 def graph_ms(step, steps: int = 1, replays: int = 200, warmup: int = 3, warm_replays: int = 20,
-             flush_l2: bool = True) -> float:
+             flush_l2: bool = True, per_step: bool = False):
     """Mean over the `steps` positions of a cycle of the median time of `step(i)`, each position captured in
-    its own CUDA graph and replayed after an L2 flush (cold, as in a model), or back to back when not."""
+    its own CUDA graph and replayed after an L2 flush (cold, as in a model), or back to back when not.
+    per_step: the list of per-position medians instead of their mean."""
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):  # warm-up outside the graph (compiles, allocations)
@@ -65,7 +66,8 @@ def graph_ms(step, steps: int = 1, replays: int = 200, warmup: int = 3, warm_rep
             b.record()
             b.synchronize()
             times[i].append(a.elapsed_time(b))
-    return sum(statistics.median(t) for t in times) / steps
+    medians = [statistics.median(t) for t in times]
+    return medians if per_step else sum(medians) / steps
 
 
 def ceilings(device="cuda") -> dict:
