@@ -5,7 +5,7 @@ only launches kernels on preallocated tensors, so a CUDA graph can capture `step
 calls (one reuse cycle for LServe); info["bytes"] counts the bytes a step must read (selected
 K / V, page summaries on selection steps, amortised); info["check"]() compares one step's output
 with dense math over the same selected tokens; info["parts"] (LServe) names the step's kernels
-(scores, top_pages, attention), each callable alone for a per-kernel time.
+(selector = page scores + top-k in one launch, attention), each callable alone for a per-kernel time.
 Policies use their POLICIES.md defaults: StreamingLLM sink 4 + window 1020; DuoAttention streaming
 heads (half the KV heads) sink 64 + local 256; Quest pages of 16, budget 1024; LServe pages 64 / 16,
 budget 4096, reuse 4, streaming heads sink 128 + local 256; ALISA r = 0.2 (k = round(N r / 2)).
@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from sparsebench.kernels.triton_decode import gathered_attention, page_scores_triton, paged_attention, top_pages
+from sparsebench.kernels.triton_decode import gathered_attention, page_scores_triton, paged_attention, select_pages
 
 
 def check_close(out, ref) -> str:
@@ -31,6 +31,7 @@ def check_close(out, ref) -> str:
 
 DEV = "cuda"  # the device the steps run on (tests set "cpu" under TRITON_INTERPRET=1)
 PAGED_OPTS: dict = {}  # paged_attention launch options the benchmark sweeps (num_warps, num_stages, pages_per_split)
+SELECT_OPTS: dict = {}  # select_pages launch options (block_p, num_warps); the defaults unless a probe sets them
 
 
 class Pool:
@@ -161,8 +162,8 @@ def build_decode_step(policy: str, backend: str, B: int, N: int, Hq: int, Hkv: i
         n_valid = torch.full((B * Hkv,), pool.pps, device=DEV)
 
         def step(i):
-            s = page_scores_triton(q_rows, pool.kmin, pool.kmax, lp_rows, 1, "max")
-            top_pages(s.view(B * Hkv, -1), n_valid, base.view(-1), n_sel, ids_buf)
+            select_pages(q_rows, pool.kmin, pool.kmax, lp_rows, 1, "max", n_valid, base.view(-1), n_sel, ids_buf,
+                         **SELECT_OPTS)
             paged_attention(q_rows, pool.k, pool.v, ids_buf, len_buf, scale, out=out, **PAGED_OPTS)
 
         summaries = B * Hkv * pool.pps * 2 * D * elem
@@ -199,27 +200,24 @@ def build_decode_step(policy: str, backend: str, B: int, N: int, Hq: int, Hkv: i
 
         n_valid = torch.full((B * R * G,), ret.pps, device=DEV)
 
-        scores = torch.empty(B, R, G, ret.pps, device=DEV)
+        scores = torch.empty(B * R * G, ret.pps, device=DEV)
 
-        def score():
-            page_scores_triton(q_ret, ret.kmin, ret.kmax, lp_rows, ret.lpp, "none", out=scores)
-
-        def select():
-            top_pages(scores.view(B * R * G, -1), n_valid, ret_base.reshape(-1), n_sel, ids_buf, R * G, 2 * R * G)
+        def select():  # per query head: each KV head's summaries read once for its G query heads
+            select_pages(q_ret, ret.kmin, ret.kmax, lp_rows, ret.lpp, "none", n_valid, ret_base.reshape(-1), n_sel,
+                         ids_buf, R * G, 2 * R * G, scores=scores, **SELECT_OPTS)
 
         def attend():
             paged_attention(q_rows, pool.k, pool.v, ids_buf, len_buf, scale, out=out, **PAGED_OPTS)
 
         def step(i):
             if i % reuse == 0:  # the selector runs when the history length is a multiple of 4
-                score()
                 select()
             attend()
 
         summary_bytes = B * R * ret.pps * ret.lpp * 2 * D * elem / reuse
         attn = B * (R * G * n_sel * page + R * G * 384) * kv_bytes  # every query head reads its own pages
         return step, reuse, {"bytes": attn + summary_bytes, "selected_tokens": n_sel * page,
-                             "parts": {"scores": score, "top_pages": select, "attention": attend},
+                             "parts": {"selector": select, "attention": attend},
                              "check": lambda: (step(0), check_close(out, _ref_pages(q_rows, pool, ids_buf, len_buf,
                                                                                    scale)))[1]}
 

@@ -3,14 +3,22 @@
 - `paged_attention`: one new token per row against the pages a row selected. A *row* is one KV
   head of one batch row (its query group packed together: GQ query heads share each K / V load)
   or one query head (per-query-head selections, GQ = 1). Pages are split across programs
-  (split-KV, flash-decoding) and a second kernel reduces the splits. Reads only the listed pages;
-  an optional position filter implements page-granular windows.
+  (split-KV, flash-decoding); the last program of a row to finish reduces the row's splits (one
+  launch; `fuse_combine=False` reduces in a second kernel). Reads only the listed pages; an
+  optional position filter implements page-granular windows.
 - `page_scores`: Quest's bound for every logical page of a row from the per-page key min / max,
   reduced to physical pages (max of their logical pages): one pass over the summaries.
+- `top_pages`: the top-k pages of each score row (no sort: a bisection on the scores' bits);
+  `select_pages` = `page_scores` then `top_pages`, a decode step's selection.
 - `gathered_attention`: attention over an explicit token set that also returns the softmax weights
   (H2O's and ALISA's score accumulation), split over the tokens.
 Shapes: q_rows [B, R, GQ, D]; k_pool / v_pool [P, page, D]; page lists [B, R, NP] int32 of pool
 page ids (-1 = none) with page_len [B, R, NP] tokens valid in each.
+
+Fused combine ("the last program finishes the row"): each program stores its partial, a CTA barrier
+orders every thread's stores before one acq_rel atomic increment of the row's counter, and the
+program that sees the final count reads the partials (bypassing L1) and resets the counter to 0 for
+the next launch, so a CUDA graph replays the kernel unchanged.
 """
 
 from __future__ import annotations
@@ -26,12 +34,66 @@ def _pow2(n: int, lo: int = 16) -> int:
     return max(lo, triton.next_power_of_2(n))
 
 
+_COUNTERS: dict = {}
+_COUNTER_BUFFERS: list = []  # every buffer handed out stays alive (a captured graph may hold its address)
+
+
+def _counters(device, n: int) -> torch.Tensor:
+    """A zeroed int32 buffer of >= n row counters; kernels leave it zeroed when they finish."""
+    buf = _COUNTERS.get(device)
+    if buf is None or buf.numel() < n:
+        buf = torch.zeros(max(n, 1 << 14), dtype=torch.int32, device=device)
+        _COUNTERS[device] = buf
+        _COUNTER_BUFFERS.append(buf)
+    return buf
+
+
+@triton.jit
+def _last_of_row(CNT, row, n_parts):
+    """True in the program that finishes row `row` (n_parts programs per row); resets the counter."""
+    tl.debug_barrier()  # every thread's stores happen before the release below
+    last = tl.atomic_add(CNT + row, 1, sem="acq_rel") == n_parts - 1
+    if last:
+        tl.atomic_xchg(CNT + row, 0)
+    return last
+
+
 # ------------------------------------------------------------------------------------------ paged attention
 @triton.jit
-def _paged_split_kernel(Q, KP, VP, PAGES, PLEN, POS, POS_LO, ACC, M, L,
+def _combine_row(ACC, M, L, O, row, n_splits, GQ: tl.constexpr, GQP: tl.constexpr, D: tl.constexpr,
+                 S_P2: tl.constexpr):
+    """out[row] = the softmax-weighted sum of the row's split partials (ACC [S, GQ, D], M / L [S, GQ])."""
+    offs_s = tl.arange(0, S_P2)
+    offs_g = tl.arange(0, GQP)
+    offs_d = tl.arange(0, D)
+    gmask = offs_g < GQ
+    smask = (offs_s < n_splits)[:, None] & gmask[None, :]
+    base = row * n_splits * GQ
+    m = tl.load(M + base + offs_s[:, None] * GQ + offs_g[None, :], mask=smask, other=float("-inf"),
+                cache_modifier=".cg")
+    l = tl.load(L + base + offs_s[:, None] * GQ + offs_g[None, :], mask=smask, other=0.0, cache_modifier=".cg")
+    m_max = tl.max(m, 0)
+    m_safe = tl.where(m_max == float("-inf"), 0.0, m_max)
+    w = tl.where(m == float("-inf"), 0.0, tl.exp2(m - m_safe[None, :]))  # [S, GQP]
+    denom = tl.sum(w * l, 0)
+    acc = tl.zeros([GQP, D], tl.float32)
+    for s in range(0, n_splits):
+        a = tl.load(ACC + (base + s * GQ + offs_g[:, None]) * D + offs_d[None, :], mask=gmask[:, None], other=0.0,
+                    cache_modifier=".cg")
+        ws = tl.sum(tl.where(offs_s[:, None] == s, w, 0.0), 0)  # [GQP]
+        acc += a * ws[:, None]
+    denom = tl.where(denom == 0.0, 1.0, denom)
+    out = acc / denom[:, None]
+    tl.store(O + (row * GQ + offs_g[:, None]) * D + offs_d[None, :], out.to(O.dtype.element_ty),
+             mask=offs_g[:, None] < GQ)
+
+
+@triton.jit
+def _paged_split_kernel(Q, KP, VP, PAGES, PLEN, POS, POS_LO, ACC, M, L, O, CNT,
                         n_pages, pages_per_split, n_splits, sm_scale, sink,
                         GQ: tl.constexpr, GQP: tl.constexpr, PAGE: tl.constexpr, D: tl.constexpr,
-                        POS_FILTER: tl.constexpr, DOT_F32: tl.constexpr, TILE: tl.constexpr):
+                        POS_FILTER: tl.constexpr, DOT_F32: tl.constexpr, TILE: tl.constexpr,
+                        FUSE_COMBINE: tl.constexpr, S_P2: tl.constexpr):
     row = tl.program_id(0)
     split = tl.program_id(1)
     offs_g = tl.arange(0, GQP)
@@ -73,37 +135,20 @@ def _paged_split_kernel(Q, KP, VP, PAGES, PLEN, POS, POS_LO, ACC, M, L,
     tl.store(ACC + (out + offs_g[:, None]) * D + offs_d[None, :], acc, mask=gmask[:, None])
     tl.store(M + out + offs_g, m_i, mask=gmask)
     tl.store(L + out + offs_g, l_i, mask=gmask)
+    if FUSE_COMBINE:
+        if _last_of_row(CNT, row, n_splits):
+            _combine_row(ACC, M, L, O, row, n_splits, GQ, GQP, D, S_P2)
 
 
 @triton.jit
 def _combine_kernel(ACC, M, L, O, n_splits, GQ: tl.constexpr, GQP: tl.constexpr, D: tl.constexpr,
                     S_P2: tl.constexpr):
-    row = tl.program_id(0)
-    offs_s = tl.arange(0, S_P2)
-    offs_g = tl.arange(0, GQP)
-    offs_d = tl.arange(0, D)
-    gmask = offs_g < GQ
-    smask = (offs_s < n_splits)[:, None] & gmask[None, :]
-    base = row * n_splits * GQ
-    m = tl.load(M + base + offs_s[:, None] * GQ + offs_g[None, :], mask=smask, other=float("-inf"))
-    l = tl.load(L + base + offs_s[:, None] * GQ + offs_g[None, :], mask=smask, other=0.0)
-    m_max = tl.max(m, 0)
-    m_safe = tl.where(m_max == float("-inf"), 0.0, m_max)
-    w = tl.where(m == float("-inf"), 0.0, tl.exp2(m - m_safe[None, :]))  # [S, GQP]
-    denom = tl.sum(w * l, 0)
-    acc = tl.zeros([GQP, D], tl.float32)
-    for s in range(0, n_splits):
-        a = tl.load(ACC + (base + s * GQ + offs_g[:, None]) * D + offs_d[None, :], mask=gmask[:, None], other=0.0)
-        ws = tl.sum(tl.where(offs_s[:, None] == s, w, 0.0), 0)  # [GQP]
-        acc += a * ws[:, None]
-    denom = tl.where(denom == 0.0, 1.0, denom)
-    out = acc / denom[:, None]
-    tl.store(O + (row * GQ + offs_g[:, None]) * D + offs_d[None, :], out.to(O.dtype.element_ty),
-             mask=offs_g[:, None] < GQ)
+    _combine_row(ACC, M, L, O, tl.program_id(0), n_splits, GQ, GQP, D, S_P2)
 
 
 def paged_attention(q_rows, k_pool, v_pool, pages, page_len, scaling: float, pos_filter=None,
-                    pages_per_split: int | None = None, num_warps: int = 4, num_stages: int = 2, out=None):
+                    pages_per_split: int | None = None, num_warps: int = 4, num_stages: int = 2, out=None,
+                    fuse_combine: bool = True):
     """q_rows [B, R, GQ, D] against the listed pages -> out [B, R, GQ, D] (q's dtype).
 
     pos_filter: (pos_pool [P, page] int64, sink int, pos_lo [B, R]) keeps tokens with position < sink or
@@ -128,39 +173,45 @@ def paged_attention(q_rows, k_pool, v_pool, pages, page_len, scaling: float, pos
         pos_lo = pos_lo.reshape(rows).to(torch.int64).contiguous()
     else:
         pos_pool, sink, pos_lo = pages, 0, pages  # unused placeholders
-    _paged_split_kernel[(rows, n_splits)](
-        q, k_pool, v_pool, pages, page_len, pos_pool, pos_lo, acc, m, lse, NP, pages_per_split, n_splits, scaling,
-        sink, GQ=GQ, GQP=GQP, PAGE=page, D=D, POS_FILTER=pos_filter is not None,
-        DOT_F32=INTERPRET or q.dtype == torch.float32, TILE=max(16, page), num_warps=num_warps,
-        num_stages=1 if INTERPRET else num_stages)
     if out is None:
         out = torch.empty(B, R, GQ, D, dtype=q_rows.dtype, device=q.device)
-    _combine_kernel[(rows,)](acc, m, lse, out, n_splits, GQ=GQ, GQP=GQP, D=D, S_P2=_pow2(n_splits, 1),
-                             num_warps=4)
+    cnt = _counters(q.device, rows) if fuse_combine else pages
+    S_P2 = _pow2(n_splits, 1)
+    _paged_split_kernel[(rows, n_splits)](
+        q, k_pool, v_pool, pages, page_len, pos_pool, pos_lo, acc, m, lse, out, cnt, NP, pages_per_split, n_splits,
+        scaling, sink, GQ=GQ, GQP=GQP, PAGE=page, D=D, POS_FILTER=pos_filter is not None,
+        DOT_F32=INTERPRET or q.dtype == torch.float32, TILE=max(16, page), FUSE_COMBINE=fuse_combine, S_P2=S_P2,
+        num_warps=num_warps, num_stages=1 if INTERPRET else num_stages)
+    if not fuse_combine:
+        _combine_kernel[(rows,)](acc, m, lse, out, n_splits, GQ=GQ, GQP=GQP, D=D, S_P2=S_P2, num_warps=4)
     return out
 
 
 # ------------------------------------------------------------------------------------------ page scores
 @triton.jit
-def _page_scores_kernel(Q, KMIN, KMAX, LP, OUT, n_phys, n_lp_rows,
-                        GQ: tl.constexpr, GQP: tl.constexpr, D: tl.constexpr, LPP: tl.constexpr,
-                        BLOCK_P: tl.constexpr, REDUCE: tl.constexpr, DOT_F32: tl.constexpr):
-    """REDUCE: 0 = one score row per query head (the row's summaries are read once for all of them),
-    1 = max over the row's query heads, 2 = sum."""
-    row = tl.program_id(0)
-    pb = tl.program_id(1)
+def _page_scores_block(Q, KMIN, KMAX, LP, OUT, row, pb, n_phys, n_lp_rows,
+                       GQ: tl.constexpr, GQP: tl.constexpr, D: tl.constexpr, LPP: tl.constexpr,
+                       BLOCK_P: tl.constexpr, REDUCE: tl.constexpr, DOT_F32: tl.constexpr):
+    """Scores of physical pages [pb * BLOCK_P, +BLOCK_P) of `row` into OUT: one row per query head (REDUCE 0,
+    the summaries read once for all of them), or the max (1) / sum (2) over the row's query heads."""
     offs_g = tl.arange(0, GQP)
     offs_d = tl.arange(0, D)
     offs_l = pb * BLOCK_P * LPP + tl.arange(0, BLOCK_P * LPP)  # logical pages of this block
     q = tl.load(Q + (row * GQ + offs_g[:, None]) * D + offs_d[None, :], mask=offs_g[:, None] < GQ, other=0.0)
-    q = q.to(tl.float32)
     lp = tl.load(LP + row * n_lp_rows + offs_l, mask=offs_l < n_lp_rows, other=-1)
     ok = lp >= 0
     lpi = tl.where(ok, lp, 0).to(tl.int64)
-    kmax = tl.load(KMAX + lpi[:, None] * D + offs_d[None, :], mask=ok[:, None], other=0.0).to(tl.float32)
-    kmin = tl.load(KMIN + lpi[:, None] * D + offs_d[None, :], mask=ok[:, None], other=0.0).to(tl.float32)
-    # U = sum_i relu(q_i) * max_i + min(q_i, 0) * min_i  (Quest's bound, no 1/sqrt(d))
-    u = tl.dot(tl.maximum(q, 0.0), tl.trans(kmax)) + tl.dot(tl.minimum(q, 0.0), tl.trans(kmin))  # [GQP, BLOCK_P*LPP]
+    kmax = tl.load(KMAX + lpi[:, None] * D + offs_d[None, :], mask=ok[:, None], other=0.0)
+    kmin = tl.load(KMIN + lpi[:, None] * D + offs_d[None, :], mask=ok[:, None], other=0.0)
+    # U = sum_i relu(q_i) * max_i + min(q_i, 0) * min_i  (Quest's bound, no 1/sqrt(d)). bf16 / fp16 products are
+    # exact in the fp32 accumulator, so the half-precision dot gives the fp32 bound; fp32 stores use IEEE fp32.
+    if DOT_F32:
+        q = q.to(tl.float32)
+        u = tl.dot(tl.maximum(q, 0.0), tl.trans(kmax.to(tl.float32)), input_precision="ieee") + \
+            tl.dot(tl.minimum(q, 0.0), tl.trans(kmin.to(tl.float32)), input_precision="ieee")
+    else:
+        u = tl.dot(tl.maximum(q, 0.0).to(kmax.dtype), tl.trans(kmax)) + \
+            tl.dot(tl.minimum(q, 0.0).to(kmin.dtype), tl.trans(kmin))  # [GQP, BLOCK_P * LPP]
     offs_p = pb * BLOCK_P + tl.arange(0, BLOCK_P)
     if REDUCE == 0:
         u = tl.where(ok[None, :], u, float("-inf"))
@@ -178,6 +229,27 @@ def _page_scores_kernel(Q, KMIN, KMAX, LP, OUT, n_phys, n_lp_rows,
         tl.store(OUT + row * n_phys + offs_p, phys, mask=offs_p < n_phys)
 
 
+@triton.jit
+def _page_scores_kernel(Q, KMIN, KMAX, LP, OUT, n_phys, n_lp_rows,
+                        GQ: tl.constexpr, GQP: tl.constexpr, D: tl.constexpr, LPP: tl.constexpr,
+                        BLOCK_P: tl.constexpr, REDUCE: tl.constexpr, DOT_F32: tl.constexpr):
+    _page_scores_block(Q, KMIN, KMAX, LP, OUT, tl.program_id(0), tl.program_id(1), n_phys, n_lp_rows,
+                       GQ, GQP, D, LPP, BLOCK_P, REDUCE, DOT_F32)
+
+
+def _scores_launch(q_rows, lp_rows, logical_per_page: int, reduce: str, block_p: int):
+    B, R, GQ, D = q_rows.shape
+    n_lp = lp_rows.shape[-1]
+    n_phys = n_lp // logical_per_page
+    # tl.dot needs >= 16 logical pages per program
+    block_p = max(min(block_p, _pow2(n_phys, 1)), triton.next_power_of_2(max(1, 16 // logical_per_page)))
+    mode = {"none": 0, "max": 1, "sum": 2}[reduce]
+    lp = lp_rows.reshape(B * R, n_lp).to(torch.int32).contiguous()
+    consts = dict(GQ=GQ, GQP=_pow2(GQ), D=D, LPP=logical_per_page, BLOCK_P=block_p, REDUCE=mode,
+                  DOT_F32=INTERPRET or q_rows.dtype == torch.float32)
+    return B * R, n_phys, n_lp, lp, triton.cdiv(n_phys, block_p), consts
+
+
 def page_scores_triton(q_rows, kmin_flat, kmax_flat, lp_rows, logical_per_page: int, reduce: str = "max",
                        block_p: int = 16, out=None, num_warps: int = 4):
     """Physical-page scores (fp32, -inf for empty pages): [B, R, NP] for reduce max / sum over each row's
@@ -186,61 +258,63 @@ def page_scores_triton(q_rows, kmin_flat, kmax_flat, lp_rows, logical_per_page: 
     q_rows [B, R, GQ, D]; kmin_flat / kmax_flat [n_logical_rows_total, D]; lp_rows [B, R, NP * LPP] int32
     flat logical-page rows (-1 = empty)."""
     B, R, GQ, D = q_rows.shape
-    rows = B * R
-    n_lp = lp_rows.shape[-1]
-    n_phys = n_lp // logical_per_page
-    # tl.dot needs >= 16 logical pages per program
-    block_p = max(min(block_p, _pow2(n_phys, 1)), triton.next_power_of_2(max(1, 16 // logical_per_page)))
-    mode = {"none": 0, "max": 1, "sum": 2}[reduce]
-    shape = (B, R, GQ, n_phys) if mode == 0 else (B, R, n_phys)
+    rows, n_phys, n_lp, lp, n_blocks, consts = _scores_launch(q_rows, lp_rows, logical_per_page, reduce, block_p)
+    shape = (B, R, GQ, n_phys) if reduce == "none" else (B, R, n_phys)
     if out is None:
         out = torch.empty(shape, dtype=torch.float32, device=q_rows.device)
-    _page_scores_kernel[(rows, triton.cdiv(n_phys, block_p))](
-        q_rows.contiguous(), kmin_flat, kmax_flat, lp_rows.reshape(rows, n_lp).to(torch.int32).contiguous(), out,
-        n_phys, n_lp, GQ=GQ, GQP=_pow2(GQ), D=D, LPP=logical_per_page, BLOCK_P=block_p,
-        REDUCE=mode, DOT_F32=True, num_warps=num_warps)
+    _page_scores_kernel[(rows, n_blocks)](q_rows.contiguous(), kmin_flat, kmax_flat, lp, out, n_phys, n_lp,
+                                          num_warps=num_warps, **consts)
     return out
 
 
 # ------------------------------------------------------------------------------------------ top-k pages
 @triton.jit
-def _top_pages_kernel(SCORES, NPAGES, BASE, OUT, n_cols, k_sel, out_width, rows_per_batch, out_rows_per_batch,
-                      BLOCK: tl.constexpr):
-    """Per row: the k_sel - 1 best pages among all but the last valid page (ties to the lower page), in page
-    order, then the last page; written as pool ids (BASE[row] + stream page) into OUT[row, :k_sel].
-    No sort: bisection on the scores' sortable bits for the threshold, stopping as soon as exactly
-    k_sel - 1 keys are at or above it (about log2(2^32 / gap between the scores around the cut) counting
-    passes, ~12 for 2K random scores, 33 at most with ties at the cut), then a prefix-sum compaction."""
-    row = tl.program_id(0)
+def _select_rows(SC, NPAGES, BASE, OUT, srow, rmask, n_cols, k_sel, out_width, rows_per_batch, out_rows_per_batch,
+                 BLOCK: tl.constexpr):
+    """For score rows srow [R] (rmask: real rows; R = 1 in `top_pages`): the k_sel - 1 best pages among all but the last valid page
+    (ties to the lower page), in page order, then the last page; written as pool ids (BASE[row] + stream
+    page) into OUT[out row, :k_sel]. No sort: bisection on the scores' sortable bits for each row's
+    threshold, stopping as soon as exactly k_sel - 1 keys are at or above it (about log2(2^32 / gap between
+    the scores around the cut) counting passes, ~12 for 2K random scores, 33 at most with ties at the
+    cut), then a prefix-sum compaction."""
     offs = tl.arange(0, BLOCK)
-    n_valid = tl.load(NPAGES + row)
-    ok = offs < n_valid - 1
-    s = tl.load(SCORES + row * n_cols + offs, mask=ok, other=0.0)
+    n_valid = tl.load(NPAGES + srow, mask=rmask, other=1)
+    ok = (offs[None, :] < n_valid[:, None] - 1) & rmask[:, None]
+    s = tl.load(SC + srow[:, None] * n_cols + offs[None, :], mask=ok, other=0.0, cache_modifier=".cg")
     bits = s.to(tl.uint32, bitcast=True)
-    key = tl.where((bits >> 31) != 0, ~bits, bits | 0x80000000).to(tl.int64)  # monotone in the float's value
-    key = tl.where(ok & (s == s), key + 1, 0)  # invalid or NaN pages rank below every real score
+    key = tl.where((bits >> 31) != 0, ~bits, bits | 0x80000000)  # uint32, monotone in the float's value
+    key = tl.where(ok & (s == s), key, 0)  # invalid or NaN pages rank below every real score (-inf -> 0x007FFFFF)
     kk = k_sel - 1
-    lo = tl.zeros([], tl.int64)  # invariant: count(key >= lo) >= kk; the answer lies in [lo, hi]
-    hi = tl.full([], 0x100000000, tl.int64)
-    while lo < hi:  # the largest t with count(key >= t) >= kk, or any t with count == kk
+    lo = tl.zeros_like(n_valid).to(tl.int64)  # invariant: count(key >= lo) >= kk; the answer lies in [lo, hi]
+    hi = lo + 0xFF800000  # the key of +inf
+    while tl.max(hi - lo, 0) > 0:  # per row: the largest t with count(key >= t) >= kk, or any t with count == kk
         mid = (lo + hi + 1) // 2
-        c = tl.sum((key >= mid).to(tl.int32), 0)
+        c = tl.sum((key >= mid.to(tl.uint32)[:, None]).to(tl.int32), 1)
         lo = tl.where(c >= kk, mid, lo)
         hi = tl.where(c == kk, mid, tl.where(c > kk, hi, mid - 1))
-    greater = key > lo
-    need = kk - tl.sum(greater.to(tl.int32), 0)
-    eq = (key == lo) & ok
-    take = greater | (eq & (tl.cumsum(eq.to(tl.int32), 0) <= need))
-    take = take & (tl.zeros_like(offs) < kk)  # k_sel == 1: only the last page
-    pos = tl.cumsum(take.to(tl.int32), 0) - 1
-    base = tl.load(BASE + row)
-    out_row = (row // rows_per_batch) * out_rows_per_batch + row % rows_per_batch
-    tl.store(OUT + out_row * out_width + pos, (base + offs).to(tl.int32), mask=take)
-    tl.store(OUT + out_row * out_width + kk, (base + n_valid - 1).to(tl.int32))
+    lo = lo.to(tl.uint32)
+    greater = key > lo[:, None]
+    need = kk - tl.sum(greater.to(tl.int32), 1)
+    eq = (key == lo[:, None]) & ok
+    take = greater | (eq & (tl.cumsum(eq.to(tl.int32), 1) <= need[:, None]))
+    take = take & (tl.zeros_like(offs)[None, :] < kk)  # k_sel == 1: only the last page
+    pos = tl.cumsum(take.to(tl.int32), 1) - 1
+    base = tl.load(BASE + srow, mask=rmask, other=0)
+    out_row = (srow // rows_per_batch) * out_rows_per_batch + srow % rows_per_batch
+    tl.store(OUT + out_row[:, None] * out_width + pos, (base[:, None] + offs[None, :]).to(tl.int32), mask=take)
+    tl.store(OUT + out_row * out_width + kk, (base + n_valid - 1).to(tl.int32), mask=rmask)
+
+
+@triton.jit
+def _top_pages_kernel(SCORES, NPAGES, BASE, OUT, n_cols, k_sel, out_width, rows_per_batch, out_rows_per_batch,
+                      BLOCK: tl.constexpr):
+    srow = tl.program_id(0) + tl.arange(0, 1)
+    _select_rows(SCORES, NPAGES, BASE, OUT, srow, srow >= 0, n_cols, k_sel, out_width, rows_per_batch,
+                 out_rows_per_batch, BLOCK)
 
 
 def top_pages(scores, n_pages, base, k_sel: int, out, rows_per_batch: int | None = None,
-              out_rows_per_batch: int | None = None):
+              out_rows_per_batch: int | None = None, num_warps: int = 4):
     """scores [rows, P] fp32; n_pages [rows] valid pages; base [rows] pool id of each row's first page;
     writes the k_sel selected pool page ids (int32, the last page in column k_sel - 1) into row
     (row // rows_per_batch) * out_rows_per_batch + row % rows_per_batch of out (row stride out.stride(-2))."""
@@ -248,8 +322,26 @@ def top_pages(scores, n_pages, base, k_sel: int, out, rows_per_batch: int | None
     rpb = rows_per_batch or rows
     _top_pages_kernel[(rows,)](scores, n_pages.to(torch.int32).contiguous(), base.to(torch.int64).contiguous(), out, P,
                                k_sel, out.stride(-2), rpb, out_rows_per_batch or rpb,
-                               BLOCK=triton.next_power_of_2(P), num_warps=4)
+                               BLOCK=triton.next_power_of_2(P), num_warps=num_warps)
     return out
+
+
+def select_pages(q_rows, kmin_flat, kmax_flat, lp_rows, logical_per_page: int, reduce: str, n_pages, base,
+                 k_sel: int, out, rows_per_batch: int | None = None, out_rows_per_batch: int | None = None,
+                 block_p: int = 8, num_warps: int = 2, top_warps: int = 8, scores=None):
+    """A decode step's page selection: `page_scores_triton` into `scores` (fp32 scratch of the score rows), then
+    `top_pages` over its score rows (two launches; defaults = the fastest in the H100 sweep at 128K, batch 1
+    and 8). Score rows are the B * R rows (reduce max / sum) or the B * R * GQ query heads (reduce "none");
+    n_pages / base [score rows]."""
+    B, R, GQ, D = q_rows.shape
+    rows, n_phys, n_lp, lp, n_blocks, consts = _scores_launch(q_rows, lp_rows, logical_per_page, reduce, block_p)
+    n_rows = rows * (GQ if reduce == "none" else 1)
+    if scores is None:
+        scores = torch.empty(n_rows, n_phys, dtype=torch.float32, device=q_rows.device)
+    _page_scores_kernel[(rows, n_blocks)](q_rows.contiguous(), kmin_flat, kmax_flat, lp, scores, n_phys, n_lp,
+                                          num_warps=num_warps, **consts)
+    rpb = rows_per_batch or n_rows
+    return top_pages(scores, n_pages, base, k_sel, out, rpb, out_rows_per_batch or rpb, num_warps=top_warps)
 
 
 # ------------------------------------------------------------------------------------------ gathered tokens

@@ -161,6 +161,55 @@ def test_page_scores_per_query_head_reads_summaries_once():
         assert torch.allclose(per_head[:, :, gq], alone, atol=1e-5)
 
 
+def test_select_pages_scores_then_selects():
+    """The decode step's selector equals page scores then top-k (torch), for per-query-head and reduced rows,
+    several programs per row, rows written through the batch mapping."""
+    from sparsebench.kernels import triton_decode as td
+
+    g = torch.Generator().manual_seed(8)
+    B, R, G, D, lpp, n_phys = 2, 2, 4, 32, 4, 40
+    kmin = torch.randn(B * R * n_phys * lpp, D, generator=g)
+    kmax = kmin + torch.rand(B * R * n_phys * lpp, D, generator=g)
+    q = torch.randn(B, R, G, D, generator=g)
+    lp = torch.arange(B * R * n_phys * lpp).view(B, R, -1)
+    lp[1, 0, 150:] = -1  # a shorter stream: 37 full physical pages + 2 logical pages of the 38th
+    for reduce, rows in (("none", B * R * G), ("max", B * R)):
+        n_valid = torch.full((rows,), n_phys)
+        if reduce == "none":
+            n_valid.view(B, R, G)[1, 0] = 38
+        else:
+            n_valid.view(B, R)[1, 0] = 38
+        base = torch.arange(rows) * 1000
+        k_sel = 7
+        out = torch.full((rows * 2, k_sel + 2), -5, dtype=torch.int32)  # rows interleaved with untouched rows
+        scores = torch.empty(rows, n_phys)
+        td.select_pages(q, kmin, kmax, lp, lpp, reduce, n_valid, base, k_sel, out, rows_per_batch=1,
+                        out_rows_per_batch=2, block_p=4, scores=scores)
+        want_scores = td.page_scores_triton(q, kmin, kmax, lp, lpp, reduce).reshape(rows, n_phys)
+        fin = want_scores > -float("inf")
+        assert torch.equal(scores > -float("inf"), fin) and torch.allclose(scores[fin], want_scores[fin], atol=1e-4)
+        for r in range(rows):
+            n = int(n_valid[r])
+            top = scores[r, : n - 1].topk(k_sel - 1).indices.sort().values
+            assert out[2 * r, :k_sel].tolist() == (top + base[r]).tolist() + [int(base[r]) + n - 1], (reduce, r)
+            assert (out[2 * r, k_sel:] == -5).all() and (out[2 * r + 1] == -5).all()
+
+
+def test_paged_attention_fused_and_separate_combine_agree():
+    from sparsebench.kernels.triton_decode import _counters, paged_attention
+
+    g = torch.Generator().manual_seed(5)
+    kp, vp = torch.randn(20, 16, 32, generator=g), torch.randn(20, 16, 32, generator=g)
+    q = torch.randn(1, 5, 1, 32, generator=g)
+    pages = torch.randint(0, 20, (1, 5, 11), generator=g)
+    pages[0, 2, 3:] = -1
+    plen = torch.where(pages >= 0, 16, 0)
+    a = paged_attention(q, kp, vp, pages, plen, 0.2, pages_per_split=2)
+    b = paged_attention(q, kp, vp, pages, plen, 0.2, pages_per_split=2, fuse_combine=False)
+    assert torch.allclose(a, b, atol=1e-5) and not torch.isnan(a).any()
+    assert int(_counters(q.device, 1)[:5].abs().sum()) == 0
+
+
 def test_top_pages_kernel():
     from sparsebench.kernels.triton_decode import top_pages
 
