@@ -87,6 +87,7 @@ def default_stop_ids(tokenizer, model=None) -> set[int]:
 class Task:
     Config: ClassVar[type] = TaskConfig
     primary: ClassVar[str] = "score"  # the headline metric (higher is better unless listed in LOWER_IS_BETTER)
+    needs_model: ClassVar[bool] = True  # False: the task runs without loading a model (e.g. latency_attention)
 
     def __init__(self, cfg, seed: int = 42):
         self.cfg = cfg

@@ -28,6 +28,7 @@ from typing import List
 import torch
 
 from sparsebench.errors import ConfigError
+from sparsebench.models import resolve_dtype
 from sparsebench.evals.base import TASKS, Runtime, Sample, Task, TaskConfig
 
 PREFILL_BACKENDS = {"full": ["sdpa_cudnn", "sdpa_flash", "flex", "triton_all"]}
@@ -62,19 +63,20 @@ class LatencyAttentionConfig(TaskConfig):
     rep_ms: int = 100
 
 
-def _policy(name: str, n_layers_kv: int):
-    """The policy with its paper defaults; streaming heads: exactly half of this layer's KV heads."""
+def _policy(name: str, c: "LatencyAttentionConfig"):
+    """The policy with its paper defaults on the benchmark's geometry; streaming heads: exactly half of this
+    layer's KV heads."""
     from sparsebench.arch import ModelArch
     from sparsebench.policies import make_policy
 
     cfg = {"name": name}
     if name in ("streaming_heads", "lserve"):
-        cfg["gates"] = [[float(h % 2 == 0) for h in range(n_layers_kv)]]
+        cfg["gates"] = [[float(h % 2 == 0) for h in range(c.n_kv_heads)]]
         cfg["sparsity"] = 0.5
     if name == "quest":
         cfg["dense_layers"] = []
     p = make_policy(cfg)
-    p.setup(ModelArch("bench", 1, 32, n_layers_kv, 128, 1 << 21))
+    p.setup(ModelArch("bench", 1, c.n_heads, c.n_kv_heads, c.head_dim, 1 << 21))
     return p
 
 
@@ -145,7 +147,6 @@ class LatencyAttention(Task):
             if (r["phase"], r["policy"], r["backend"]) in (("prefill", "full", "sdpa_cudnn"), ("decode", "full", "sdpa")):
                 base[(r["phase"], r["batch"], r["length"])] = r["ms"]
         out: dict = {"rows": len(rows), "failed_rows": sum("error" in r for r in rows)}
-        cudnn_block = {k: v for k, v in base.items()}
         for r in rows:
             b = base.get((r["phase"], r["batch"], r["length"]))
             if b and "ms" in r:
@@ -156,7 +157,7 @@ class LatencyAttention(Task):
                     # ideal speedup = 1 / fraction of causal blocks computed; time per computed block vs cuDNN's
                     r["ideal_speedup"] = 1 / r["block_fraction"]
                     r["of_ideal"] = r["speedup"] / r["ideal_speedup"]
-                    dense_per_block = cudnn_block[(r["phase"], r["batch"], r["length"])] / r["causal_blocks"]
+                    dense_per_block = b / r["causal_blocks"]
                     r["block_time_vs_cudnn"] = (r["ms"] / r["blocks"]) / dense_per_block
                     out[f"of_ideal/{r['id']}"] = r["of_ideal"]
                     out[f"block_time_vs_cudnn/{r['id']}"] = r["block_time_vs_cudnn"]
@@ -182,10 +183,6 @@ class LatencyAttention(Task):
 
 
 # ------------------------------------------------------------------------------------------------ prefill
-def _dtype(c):
-    return getattr(torch, c.dtype)
-
-
 def prefill_row(c: LatencyAttentionConfig, m: dict) -> dict:
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -197,12 +194,13 @@ def prefill_row(c: LatencyAttentionConfig, m: dict) -> dict:
 
     B, n, D = m["batch"], m["length"], c.head_dim
     Hq, Hkv = c.n_heads, c.n_kv_heads
+    dtype = resolve_dtype(c.dtype, torch.device("cuda"))
     g = torch.Generator(device="cuda").manual_seed(n + B)
-    q = torch.randn(B, Hq, n, D, device="cuda", dtype=_dtype(c), generator=g)
-    k = torch.randn(B, Hkv, n, D, device="cuda", dtype=_dtype(c), generator=g)
-    v = torch.randn(B, Hkv, n, D, device="cuda", dtype=_dtype(c), generator=g)
+    q = torch.randn(B, Hq, n, D, device="cuda", dtype=dtype, generator=g)
+    k = torch.randn(B, Hkv, n, D, device="cuda", dtype=dtype, generator=g)
+    v = torch.randn(B, Hkv, n, D, device="cuda", dtype=dtype, generator=g)
     scale = 1 / math.sqrt(D)
-    policy = _policy(m["policy"], Hkv)
+    policy = _policy(m["policy"], c)
     plan = policy.prefill_plan(0, n)
     pairs, causal = plan.pairs_computed(n)
     flops = 4 * D * (Hq // Hkv) * pairs * B
@@ -278,10 +276,11 @@ def decode_row(c: LatencyAttentionConfig, m: dict) -> dict:
     # a graph holds the step of `decode_layers` layers, each with its own KV (as a model's decode graph does):
     # the graph launch is paid once per layers, not per layer, and a layer's pages are not in L2 for the next
     layers = c.decode_layers if m["backend"] != "flex" else 1
+    dtype = resolve_dtype(c.dtype, torch.device("cuda"))
 
     def build():
         built = [bench_steps.build_decode_step(m["policy"], m["backend"], m["batch"], m["length"], c.n_heads,
-                                               c.n_kv_heads, c.head_dim, _dtype(c), c) for _ in range(layers)]
+                                               c.n_kv_heads, c.head_dim, dtype, c) for _ in range(layers)]
         return (lambda i: [b[0](i) for b in built]), built[0][1], built
 
     def set_conf(conf):

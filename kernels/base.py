@@ -28,6 +28,7 @@ BACKENDS: Registry[type["Backend"]] = Registry("backend")
 class Backend:
     name = "base"
     supports_cache_positions = False  # StreamingLLM positions=cache (re-rotating keys)
+    reads_int8_pages = True  # kv_bits=8 pools (read through the store's dequantizing gather)
 
     def __init__(self, device: torch.device | str = "cpu", **options):
         self.device = torch.device(device)
@@ -44,6 +45,8 @@ class Backend:
         """None if this backend runs every plan `policy` makes, else the reason."""
         if getattr(policy, "positions", "original") == "cache" and not cls.supports_cache_positions:
             return f"a backend that re-rotates keys for policy.positions=cache (reference); {cls.name} does not"
+        if getattr(policy, "kv_bits", 16) == 8 and not cls.reads_int8_pages:
+            return f"the reference backend for kv_bits=8 (INT8 pages; {cls.name} does not read them)"
         return None
 
     def prefill(self, q, k, v, plan: PrefillPlan, valid, scaling: float) -> torch.Tensor:

@@ -159,7 +159,7 @@ def build_decode_step(policy: str, backend: str, B: int, N: int, Hq: int, Hkv: i
         len_buf = torch.full((B, Hkv, n_sel), page, dtype=torch.int32, device=DEV)
         len_buf[..., -1] = N - (pool.pps - 1) * page  # only the forced last page is partial
 
-        n_valid = torch.full((B * Hkv,), pool.pps, device=DEV)
+        n_valid = torch.full((B * Hkv,), pool.pps, dtype=torch.int32, device=DEV)  # kernel dtypes: no cast in the step
 
         def step(i):
             select_pages(q_rows, pool.kmin, pool.kmax, lp_rows, 1, "max", n_valid, base.view(-1), n_sel, ids_buf,
@@ -183,7 +183,7 @@ def build_decode_step(policy: str, backend: str, B: int, N: int, Hq: int, Hkv: i
         q_ret = q_rows[:, : R * G].view(B, R, G, D)  # per KV head, for the scores (summaries read once)
         rstreams = torch.arange(B * R, device=DEV).view(B, R)
         lp_all, _ = ret.pages(rstreams)
-        lp_rows = (lp_all.unsqueeze(-1).long() * ret.lpp + torch.arange(ret.lpp, device=DEV)).flatten(-2)
+        lp_rows = (lp_all.unsqueeze(-1).long() * ret.lpp + torch.arange(ret.lpp, device=DEV)).flatten(-2).int()
         n_sel = min(max(3, budget // page), ret.pps)
         width = max(n_sel, st.pps)
         ret_base = (rstreams * ret.pps).repeat_interleave(G, 1).unsqueeze(-1)  # [B, R*G, 1]
@@ -198,7 +198,7 @@ def build_decode_step(policy: str, backend: str, B: int, N: int, Hq: int, Hkv: i
         len_buf[:, : R * G, n_sel - 1] = N - (ret.pps - 1) * page
         out = torch.empty_like(q_rows)
 
-        n_valid = torch.full((B * R * G,), ret.pps, device=DEV)
+        n_valid = torch.full((B * R * G,), ret.pps, dtype=torch.int32, device=DEV)
 
         scores = torch.empty(B * R * G, ret.pps, device=DEV)
 

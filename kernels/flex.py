@@ -106,6 +106,8 @@ def flex_prefill(q, k, v, plan, scaling: float):
 @BACKENDS.register("flex")
 class FlexBackend(Backend):
     name = "flex"
+    reads_int8_pages = False
+    _paged = None  # the Triton backend its CUDA decode steps run on
 
     @classmethod
     def available(cls, device) -> str | None:
@@ -115,19 +117,14 @@ class FlexBackend(Backend):
             return "this torch has no FlexAttention"
         return None
 
-    @classmethod
-    def check(cls, policy) -> str | None:
-        if getattr(policy, "kv_bits", 16) == 8:
-            return "the reference backend for kv_bits=8"
-        return super().check(policy)
-
     def prefill(self, q, k, v, plan, valid, scaling):
-        return prefill_rows(q, k, v, plan, valid, scaling,
-                            row_fn=lambda q, k, v, plan, scaling: flex_prefill(q, k, v, plan, scaling))
+        return prefill_rows(q, k, v, plan, valid, scaling, row_fn=flex_prefill)
 
     def decode(self, q, store, plan, scaling):
         if q.is_cuda:
-            from sparsebench.kernels.triton_backend import TritonBackend
+            if self._paged is None:  # built once, on the first CUDA decode step
+                from sparsebench.kernels.triton_backend import TritonBackend
 
-            return TritonBackend(q.device).decode(q, store, plan, scaling)
+                self._paged = TritonBackend(q.device)
+            return self._paged.decode(q, store, plan, scaling)
         return decode_with_gather(q, store, plan, scaling)

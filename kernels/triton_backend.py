@@ -10,6 +10,8 @@ Not supported (refused before the model loads): INT8 pages (kv_bits=8) and posit
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 import torch.nn.functional as F
 
@@ -30,11 +32,22 @@ def _triton_ok(device) -> str | None:
     return None
 
 
+@lru_cache(maxsize=None)
+def _index(values: tuple[int, ...], device) -> torch.Tensor:
+    """A constant index tensor on `device` (head lists repeat every decode step: copied to the device once)."""
+    return torch.tensor(values, device=device, dtype=torch.long)
+
+
+def query_heads(heads: tuple[int, ...], group: int, device) -> torch.Tensor:
+    """The query heads of KV heads `heads` (GQA groups of `group`), as a device index."""
+    return _index(tuple(h * group + g for h in heads for g in range(group)), torch.device(device))
+
+
 def selection_pages(store, heads: tuple[int, ...], sel, group: int):
     """A selection as page lists: (pages [B, R, NP] pool ids (-1 none), page_len [B, R, NP], kv_of_row [R],
     rows_per_kv, pos_filter or None)."""
     dev = store.device
-    heads_t = torch.tensor(heads, device=dev, dtype=torch.long)
+    heads_t = _index(tuple(heads), torch.device(dev))
     page = store.page
     if isinstance(sel, (AllHeld, Window)):
         kv, per = heads_t, 1
@@ -85,20 +98,17 @@ def dense_sdpa(q, k, v, scaling):
 @BACKENDS.register("triton")
 class TritonBackend(Backend):
     name = "triton"
+    reads_int8_pages = False
 
     def __init__(self, device="cpu", **options):
         super().__init__(device, **options)
         self.dense_heads = options.get("dense_heads", "sdpa" if self.device.type == "cuda" else "triton")
+        self._prefill_opts = {k: v for k, v in options.items() if k.startswith(("block_", "num_"))}
+        self._decode_opts = {k: v for k, v in options.items() if k == "pages_per_split"}
 
     @classmethod
     def available(cls, device) -> str | None:
         return _triton_ok(device)
-
-    @classmethod
-    def check(cls, policy) -> str | None:
-        if getattr(policy, "kv_bits", 16) == 8:
-            return "the reference backend for kv_bits=8 (INT8 pages are read by the reference backend only)"
-        return super().check(policy)
 
     # ------------------------------------------------------------------ prefill
     def _prefill_row(self, q, k, v, plan, scaling):
@@ -109,8 +119,7 @@ class TritonBackend(Backend):
         use_sdpa = self.dense_heads == "sdpa" and dense
         if plan.is_dense and use_sdpa:
             return dense_sdpa(q, k, v, scaling)
-        out = block_sparse_prefill(q, k, v, plan, scaling, skip_dense=bool(use_sdpa),
-                                   **{k2: v2 for k2, v2 in self.options.items() if k2.startswith(("block_", "num_"))})
+        out = block_sparse_prefill(q, k, v, plan, scaling, skip_dense=bool(use_sdpa), **self._prefill_opts)
         if use_sdpa:
             qh = [h * G + g for h in dense for g in range(G)]
             out[:, qh] = dense_sdpa(q[:, qh], k[:, dense], v[:, dense], scaling)
@@ -130,7 +139,7 @@ class TritonBackend(Backend):
         out = torch.empty_like(q)
         results = [] if plan.want_probs else None
         for grp in plan.groups:
-            q_idx = torch.tensor([h * G + g for h in grp.heads for g in range(G)], device=q.device)
+            q_idx = query_heads(grp.heads, G, q.device)
             if plan.want_probs or isinstance(grp.sel, Slots):
                 slots, kv, per = selection_slots(store, grp.heads, grp.sel, G)
                 flat = store.flat_slots(slots, kv)
@@ -144,6 +153,6 @@ class TritonBackend(Backend):
                 R = pages.shape[1]
                 q_rows = q[:, q_idx].reshape(B, R, G // per, D)
                 o = paged_attention(q_rows, store.k_pool, store.v_pool, pages, length, scaling, pos_filter,
-                                    **{k2: v2 for k2, v2 in self.options.items() if k2 == "pages_per_split"})
+                                    **self._decode_opts)
             out[:, q_idx] = o.reshape(B, len(q_idx), D).to(q.dtype)
         return out, results

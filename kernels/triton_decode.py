@@ -58,6 +58,32 @@ def _last_of_row(CNT, row, n_parts):
     return last
 
 
+@triton.jit
+def _split_start(Q, row, sm_scale, GQ: tl.constexpr, GQP: tl.constexpr, D: tl.constexpr, DOT_F32: tl.constexpr):
+    """A split program's start: the row's GQ queries (padded to GQP rows), the base-2 logit scale and an empty
+    online-softmax state (m, l, acc)."""
+    offs_g = tl.arange(0, GQP)
+    offs_d = tl.arange(0, D)
+    q = tl.load(Q + (row * GQ + offs_g[:, None]) * D + offs_d[None, :], mask=offs_g[:, None] < GQ, other=0.0)
+    if DOT_F32:
+        q = q.to(tl.float32)
+    return (q, sm_scale * 1.44269504, tl.full([GQP], float("-inf"), tl.float32), tl.zeros([GQP], tl.float32),
+            tl.zeros([GQP, D], tl.float32))
+
+
+@triton.jit
+def _store_partial(ACC, M, L, row, split, n_splits, acc, m_i, l_i, GQ: tl.constexpr, GQP: tl.constexpr,
+                   D: tl.constexpr):
+    """A split's partial (acc [GQP, D], m / l [GQP]) for the GQ real rows only (GQ = 1 pads to 16 for tl.dot)."""
+    offs_g = tl.arange(0, GQP)
+    offs_d = tl.arange(0, D)
+    out = (row * n_splits + split) * GQ
+    gmask = offs_g < GQ
+    tl.store(ACC + (out + offs_g[:, None]) * D + offs_d[None, :], acc, mask=gmask[:, None])
+    tl.store(M + out + offs_g, m_i, mask=gmask)
+    tl.store(L + out + offs_g, l_i, mask=gmask)
+
+
 # ------------------------------------------------------------------------------------------ paged attention
 @triton.jit
 def _combine_row(ACC, M, L, O, row, n_splits, GQ: tl.constexpr, GQP: tl.constexpr, D: tl.constexpr,
@@ -96,16 +122,9 @@ def _paged_split_kernel(Q, KP, VP, PAGES, PLEN, POS, POS_LO, ACC, M, L, O, CNT,
                         FUSE_COMBINE: tl.constexpr, S_P2: tl.constexpr):
     row = tl.program_id(0)
     split = tl.program_id(1)
-    offs_g = tl.arange(0, GQP)
     offs_d = tl.arange(0, D)
     offs_t = tl.arange(0, TILE)  # TILE = max(PAGE, 16): tl.dot needs >= 16; rows past the page are masked
-    q = tl.load(Q + (row * GQ + offs_g[:, None]) * D + offs_d[None, :], mask=offs_g[:, None] < GQ, other=0.0)
-    if DOT_F32:
-        q = q.to(tl.float32)
-    qk_scale = sm_scale * 1.44269504
-    m_i = tl.full([GQP], float("-inf"), tl.float32)
-    l_i = tl.zeros([GQP], tl.float32)
-    acc = tl.zeros([GQP, D], tl.float32)
+    q, qk_scale, m_i, l_i, acc = _split_start(Q, row, sm_scale, GQ, GQP, D, DOT_F32)
     lo = split * pages_per_split
     hi = tl.minimum(lo + pages_per_split, n_pages)
     if POS_FILTER:
@@ -130,11 +149,7 @@ def _paged_split_kernel(Q, KP, VP, PAGES, PLEN, POS, POS_LO, ACC, M, L, O, CNT,
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
         acc, l_i = online_softmax_update(s, v, m_i, m_safe, l_i, acc, DOT_F32)
         m_i = m_new
-    out = (row * n_splits + split) * GQ  # partials of the GQ real rows only (GQ = 1 pads to 16 for tl.dot)
-    gmask = offs_g < GQ
-    tl.store(ACC + (out + offs_g[:, None]) * D + offs_d[None, :], acc, mask=gmask[:, None])
-    tl.store(M + out + offs_g, m_i, mask=gmask)
-    tl.store(L + out + offs_g, l_i, mask=gmask)
+    _store_partial(ACC, M, L, row, split, n_splits, acc, m_i, l_i, GQ, GQP, D)
     if FUSE_COMBINE:
         if _last_of_row(CNT, row, n_splits):
             _combine_row(ACC, M, L, O, row, n_splits, GQ, GQP, D, S_P2)
@@ -237,33 +252,27 @@ def _page_scores_kernel(Q, KMIN, KMAX, LP, OUT, n_phys, n_lp_rows,
                        GQ, GQP, D, LPP, BLOCK_P, REDUCE, DOT_F32)
 
 
-def _scores_launch(q_rows, lp_rows, logical_per_page: int, reduce: str, block_p: int):
+def page_scores_triton(q_rows, kmin_flat, kmax_flat, lp_rows, logical_per_page: int, reduce: str = "max",
+                       block_p: int = 16, out=None, num_warps: int = 4):
+    """Physical-page scores (fp32, -inf for empty pages): [B, R, NP] for reduce max / sum over each row's
+    GQ query heads, or [B, R, GQ, NP] for reduce "none" (one row per query head, summaries read once);
+    `out` may be any contiguous fp32 tensor of that many elements.
+
+    q_rows [B, R, GQ, D]; kmin_flat / kmax_flat [n_logical_rows_total, D]; lp_rows [B, R, NP * LPP] int32
+    flat logical-page rows (-1 = empty)."""
     B, R, GQ, D = q_rows.shape
     n_lp = lp_rows.shape[-1]
     n_phys = n_lp // logical_per_page
     # tl.dot needs >= 16 logical pages per program
     block_p = max(min(block_p, _pow2(n_phys, 1)), triton.next_power_of_2(max(1, 16 // logical_per_page)))
     mode = {"none": 0, "max": 1, "sum": 2}[reduce]
-    lp = lp_rows.reshape(B * R, n_lp).to(torch.int32).contiguous()
-    consts = dict(GQ=GQ, GQP=_pow2(GQ), D=D, LPP=logical_per_page, BLOCK_P=block_p, REDUCE=mode,
-                  DOT_F32=INTERPRET or q_rows.dtype == torch.float32)
-    return B * R, n_phys, n_lp, lp, triton.cdiv(n_phys, block_p), consts
-
-
-def page_scores_triton(q_rows, kmin_flat, kmax_flat, lp_rows, logical_per_page: int, reduce: str = "max",
-                       block_p: int = 16, out=None, num_warps: int = 4):
-    """Physical-page scores (fp32, -inf for empty pages): [B, R, NP] for reduce max / sum over each row's
-    GQ query heads, or [B, R, GQ, NP] for reduce "none" (one row per query head, summaries read once).
-
-    q_rows [B, R, GQ, D]; kmin_flat / kmax_flat [n_logical_rows_total, D]; lp_rows [B, R, NP * LPP] int32
-    flat logical-page rows (-1 = empty)."""
-    B, R, GQ, D = q_rows.shape
-    rows, n_phys, n_lp, lp, n_blocks, consts = _scores_launch(q_rows, lp_rows, logical_per_page, reduce, block_p)
-    shape = (B, R, GQ, n_phys) if reduce == "none" else (B, R, n_phys)
+    shape = (B, R, GQ, n_phys) if mode == 0 else (B, R, n_phys)
     if out is None:
         out = torch.empty(shape, dtype=torch.float32, device=q_rows.device)
-    _page_scores_kernel[(rows, n_blocks)](q_rows.contiguous(), kmin_flat, kmax_flat, lp, out, n_phys, n_lp,
-                                          num_warps=num_warps, **consts)
+    _page_scores_kernel[(B * R, triton.cdiv(n_phys, block_p))](
+        q_rows.contiguous(), kmin_flat, kmax_flat, lp_rows.reshape(B * R, n_lp).to(torch.int32).contiguous(), out,
+        n_phys, n_lp, GQ=GQ, GQP=_pow2(GQ), D=D, LPP=logical_per_page, BLOCK_P=block_p, REDUCE=mode,
+        DOT_F32=INTERPRET or q_rows.dtype == torch.float32, num_warps=num_warps)
     return out
 
 
@@ -333,15 +342,10 @@ def select_pages(q_rows, kmin_flat, kmax_flat, lp_rows, logical_per_page: int, r
     `top_pages` over its score rows (two launches; defaults = the fastest in the H100 sweep at 128K, batch 1
     and 8). Score rows are the B * R rows (reduce max / sum) or the B * R * GQ query heads (reduce "none");
     n_pages / base [score rows]."""
-    B, R, GQ, D = q_rows.shape
-    rows, n_phys, n_lp, lp, n_blocks, consts = _scores_launch(q_rows, lp_rows, logical_per_page, reduce, block_p)
-    n_rows = rows * (GQ if reduce == "none" else 1)
-    if scores is None:
-        scores = torch.empty(n_rows, n_phys, dtype=torch.float32, device=q_rows.device)
-    _page_scores_kernel[(rows, n_blocks)](q_rows.contiguous(), kmin_flat, kmax_flat, lp, scores, n_phys, n_lp,
-                                          num_warps=num_warps, **consts)
-    rpb = rows_per_batch or n_rows
-    return top_pages(scores, n_pages, base, k_sel, out, rpb, out_rows_per_batch or rpb, num_warps=top_warps)
+    scores = page_scores_triton(q_rows, kmin_flat, kmax_flat, lp_rows, logical_per_page, reduce, block_p, scores,
+                                num_warps)
+    return top_pages(scores.view(-1, scores.shape[-1]), n_pages, base, k_sel, out, rows_per_batch,
+                     out_rows_per_batch, num_warps=top_warps)
 
 
 # ------------------------------------------------------------------------------------------ gathered tokens
@@ -353,13 +357,7 @@ def _gather_split_kernel(Q, KF, VF, IDX, LOGITS, ACC, M, L, n_tok, tok_per_split
     split = tl.program_id(1)
     offs_g = tl.arange(0, GQP)
     offs_d = tl.arange(0, D)
-    q = tl.load(Q + (row * GQ + offs_g[:, None]) * D + offs_d[None, :], mask=offs_g[:, None] < GQ, other=0.0)
-    if DOT_F32:
-        q = q.to(tl.float32)
-    qk_scale = sm_scale * 1.44269504
-    m_i = tl.full([GQP], float("-inf"), tl.float32)
-    l_i = tl.zeros([GQP], tl.float32)
-    acc = tl.zeros([GQP, D], tl.float32)
+    q, qk_scale, m_i, l_i, acc = _split_start(Q, row, sm_scale, GQ, GQP, D, DOT_F32)
     lo = split * tok_per_split
     hi = tl.minimum(lo + tok_per_split, n_tok)
     for t0 in range(lo, hi, BLOCK_T):
@@ -380,11 +378,7 @@ def _gather_split_kernel(Q, KF, VF, IDX, LOGITS, ACC, M, L, n_tok, tok_per_split
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
         acc, l_i = online_softmax_update(s, v, m_i, m_safe, l_i, acc, DOT_F32)
         m_i = m_new
-    out = (row * n_splits + split) * GQ
-    gmask = offs_g < GQ
-    tl.store(ACC + (out + offs_g[:, None]) * D + offs_d[None, :], acc, mask=gmask[:, None])
-    tl.store(M + out + offs_g, m_i, mask=gmask)
-    tl.store(L + out + offs_g, l_i, mask=gmask)
+    _store_partial(ACC, M, L, row, split, n_splits, acc, m_i, l_i, GQ, GQP, D)
 
 
 @triton.jit

@@ -10,7 +10,11 @@ pages: the top n_sel - 1 among all but the last page, plus the last page, always
 
 from __future__ import annotations
 
+import importlib.util
+
 import torch
+
+_TRITON = importlib.util.find_spec("triton") is not None  # triton is optional: without it CUDA uses the torch path
 
 
 def page_scores(q: torch.Tensor, store, heads: tuple[int, ...], per_query_head: bool, reduce: str):
@@ -18,9 +22,9 @@ def page_scores(q: torch.Tensor, store, heads: tuple[int, ...], per_query_head: 
 
     q [B, Hq, D] -> (scores [B, R, P] fp32, -inf for empty pages; R = len(heads) * G when
     per_query_head, else len(heads) after reducing each query group with max or sum;
-    summary bytes read [B]). On CUDA the Triton kernel reads each KV head's summaries once.
+    summary bytes read [B]). On CUDA the Triton kernel (when installed) reads each KV head's summaries once.
     """
-    if q.is_cuda:
+    if q.is_cuda and _TRITON:
         return _page_scores_cuda(q, store, heads, per_query_head, reduce)
     logical, nbytes = logical_page_scores(q, store, heads, per_query_head, reduce)
     per = store.page // store.lps

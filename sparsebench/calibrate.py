@@ -141,9 +141,9 @@ def make_sample(tokenizer, cfg: CalibrationConfig, step: int) -> CalibrationSamp
 # ---------------------------------------------------------------------------------------------- gated attention
 def streaming_mask(n: int, sink: int, recent: int, device) -> torch.Tensor:
     """[n, n] bool: causal and (key < sink or key > query - recent): `recent` keys including self."""
-    i = torch.arange(n, device=device)[:, None]
-    j = torch.arange(n, device=device)[None, :]
-    return (j <= i) & ((j < sink) | (j > i - recent))
+    from sparsebench.kernels.reference import pattern_mask
+
+    return pattern_mask(0, n, n, sink, recent, device)
 
 
 def streaming_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sink: int, recent: int,

@@ -85,7 +85,7 @@ def run(spec: RunSpec, progress: bool = True) -> dict:
     resumed = 0
     try:
         t0 = time.perf_counter()
-        needs_model = getattr(spec.task, "needs_model", True)
+        needs_model = spec.task.needs_model
         model, tok = load_model(cfg.model) if needs_model else (None, None)
         timings["load_s"] = time.perf_counter() - t0
         with (attach(model, spec.policy, spec.backend, arch=spec.arch) if needs_model else nullcontext()) as session:

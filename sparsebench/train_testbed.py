@@ -25,6 +25,7 @@ from collections import defaultdict, deque
 from pathlib import Path
 
 from sparsebench.errors import ConfigError
+from sparsebench.models import resolve_asset
 
 _BUILDER = None
 
@@ -39,8 +40,12 @@ def _worker_init(tok_dir: str, seed: int, lm_weight: float):
 
 
 def _make_batch(args):
+    """One batch, built in a worker; arrays (not lists) so the main process unpickles and uploads it cheaply."""
+    import numpy as np
+
     step, L, n_seq, mixture = args
-    return _BUILDER.batch(step, L, n_seq, mixture)
+    ids, ws, tasks = _BUILDER.batch(step, L, n_seq, mixture)
+    return np.asarray(ids, np.int64), np.asarray(ws, np.float32), tasks
 
 
 def load_config(path: str, overrides: list[str]):
@@ -48,12 +53,6 @@ def load_config(path: str, overrides: list[str]):
 
     cfg = OmegaConf.load(path)
     return OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
-
-
-def resolve(path: str) -> str:
-    from sparsebench.models import resolve_asset
-
-    return resolve_asset(path)
 
 
 def model_config(cfg):
@@ -184,7 +183,7 @@ def train(cfg) -> None:
     t = cfg.train
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tok_dir = resolve(cfg.tokenizer)
+    tok_dir = resolve_asset(cfg.tokenizer)
     tok = AutoTokenizer.from_pretrained(tok_dir)
     torch.manual_seed(cfg.seed)
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -225,8 +224,8 @@ def train(cfg) -> None:
         ids, ws, tasks = fut.get()
         enqueue(k + t.prefetch)
         t0 = time.time()
-        x = torch.tensor(ids, device=dev)
-        w = torch.tensor(ws, device=dev)
+        x = torch.from_numpy(ids).to(dev)
+        w = torch.from_numpy(ws).to(dev)
         lr = lr_at(cfg, train_s / total_s, since_resume)
         for g in opt.param_groups:
             g["lr"] = lr
@@ -248,8 +247,9 @@ def train(cfg) -> None:
         step += 1
         since_resume += 1
         ans = (wt == 1.0).float()
-        per_seq = ((nll * ans).sum(1) / ans.sum(1).clamp(min=1)).tolist()
-        for task, v, a in zip(tasks, per_seq, ans.sum(1).tolist()):
+        n_ans = ans.sum(1)
+        per_seq = ((nll * ans).sum(1) / n_ans.clamp(min=1)).tolist()
+        for task, v, a in zip(tasks, per_seq, n_ans.tolist()):
             if a > 0 and task != "lm":
                 agg[task].append(v)
         agg["loss"].append(loss.item())
@@ -283,13 +283,14 @@ def export(cfg) -> Path:
     if meta is None:
         raise SystemExit(f"no checkpoint under {cfg.out_dir}")
     model = model.to(torch.bfloat16)
-    dst = Path(resolve(cfg.export_dir))
+    dst = Path(resolve_asset(cfg.export_dir))
     dst.mkdir(parents=True, exist_ok=True)
     for old in dst.glob("model*.safetensors*"):
         old.unlink()
-    model.generation_config = GenerationConfig(bos_token_id=0, eos_token_id=1, pad_token_id=2, do_sample=False)
+    model.generation_config = GenerationConfig(bos_token_id=cfg.model.bos_token_id, eos_token_id=cfg.model.eos_token_id,
+                                               pad_token_id=cfg.model.pad_token_id, do_sample=False)
     model.save_pretrained(dst, max_shard_size="16MB", safe_serialization=True)
-    AutoTokenizer.from_pretrained(resolve(cfg.tokenizer)).save_pretrained(dst)
+    AutoTokenizer.from_pretrained(resolve_asset(cfg.tokenizer)).save_pretrained(dst)
     (dst / "training.json").write_text(json.dumps({"step": meta["step"], "train_minutes": meta["train_seconds"] / 60,
                                                    "commands": meta.get("commands")}, indent=1))
     total = sum(f.stat().st_size for f in dst.glob("model*.safetensors"))
@@ -325,7 +326,7 @@ def curves(cfg, png: str) -> None:
     axes[1].legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(png, dpi=110)
-    pattern = Path(resolve(cfg.calibrate.out_dir)) if "calibrate" in cfg else None
+    pattern = Path(resolve_asset(cfg.calibrate.out_dir)) if "calibrate" in cfg else None
     if pattern is not None and (pattern / "calibration_log.jsonl").exists():
         gates_png(pattern, str(Path(png).with_name("gates.png")))
 
@@ -369,7 +370,7 @@ def calibrate(cfg) -> None:
     from sparsebench.calibrate import CalibrationConfig, run
 
     known = set(CalibrationConfig.__dataclass_fields__)
-    section = OmegaConf.to_container(cfg.get("calibrate", {}))
+    section = OmegaConf.to_container(cfg.get("calibrate") or OmegaConf.create({}))
     for k in section:
         if k not in known:
             raise ConfigError(f"calibrate.{k}", section[k], f"a known key ({', '.join(sorted(known))})")
