@@ -55,7 +55,7 @@ class LatencyAttentionConfig(TaskConfig):
     prefill_configs: List[str] = field(default_factory=lambda: ["128x128x8x3", "128x64x8x3", "128x64x4x3",
                                                                 "128x32x4x4"])
     # paged decode launch configs tried per row (warps x stages x pages per split, 0 = automatic)
-    decode_configs: List[str] = field(default_factory=lambda: ["4x3x0", "4x4x0", "4x3x16", "4x2x0"])
+    decode_configs: List[str] = field(default_factory=lambda: ["4x3x0", "4x4x0", "4x3x16", "4x2x0", "4x3x8"])
     decode_l2: str = "flushed"  # flushed | warm: L2 state before each timed decode replay
     decode_layers: int = 8  # layers (each its own KV) per decode graph; times are per layer
     check_correctness: bool = True

@@ -103,7 +103,7 @@ class TritonBackend(Backend):
     def __init__(self, device="cpu", **options):
         super().__init__(device, **options)
         self.dense_heads = options.get("dense_heads", "sdpa" if self.device.type == "cuda" else "triton")
-        self._prefill_opts = {k: v for k, v in options.items() if k.startswith(("block_", "num_"))}
+        self._prefill_opts = {k: v for k, v in options.items() if k.startswith(("block_", "num_", "window_"))}
         self._decode_opts = {k: v for k, v in options.items() if k == "pages_per_split"}
 
     @classmethod
@@ -115,9 +115,9 @@ class TritonBackend(Backend):
         from sparsebench.kernels.triton_prefill import block_sparse_prefill
 
         G = q.shape[1] // k.shape[1]
-        dense = [h for h, w in enumerate(plan.window) if w < 0 and not (plan.block_heads and plan.block_heads[h])]
+        dense = plan.dense_heads(q.shape[2])  # windows as long as the chunk included: plain causal
         use_sdpa = self.dense_heads == "sdpa" and dense
-        if plan.is_dense and use_sdpa:
+        if len(dense) == len(plan.window) and use_sdpa:
             return dense_sdpa(q, k, v, scaling)
         out = block_sparse_prefill(q, k, v, plan, scaling, skip_dense=bool(use_sdpa), **self._prefill_opts)
         if use_sdpa:

@@ -23,6 +23,8 @@ the next launch, so a CUDA graph replays the kernel unchanged.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -34,6 +36,7 @@ def _pow2(n: int, lo: int = 16) -> int:
     return max(lo, triton.next_power_of_2(n))
 
 
+MAX_PAGES_PER_SPLIT = 1024
 _COUNTERS: dict = {}
 _COUNTER_BUFFERS: list = []  # every buffer handed out stays alive (a captured graph may hold its address)
 
@@ -46,6 +49,48 @@ def _counters(device, n: int) -> torch.Tensor:
         _COUNTERS[device] = buf
         _COUNTER_BUFFERS.append(buf)
     return buf
+
+
+try:  # grid dependency control (Hopper+): a kernel launched early waits here for its predecessor's results
+    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+    _HAS_GDC = True
+except ImportError:  # older Triton: launches stay ordinary
+    _HAS_GDC = False
+
+    @triton.jit
+    def gdc_wait():
+        pass
+
+    @triton.jit
+    def gdc_launch_dependents():
+        pass
+
+
+@functools.lru_cache(maxsize=None)
+def _pdl_capable(device: str) -> bool:
+    dev = torch.device(device)
+    return _HAS_GDC and not INTERPRET and dev.type == "cuda" and torch.cuda.get_device_capability(dev)[0] >= 9
+
+
+def use_pdl(device, pdl: bool) -> bool:
+    """Launch with programmatic dependent launch (Hopper or newer, a Triton with grid dependency control)?
+
+    With PDL the next kernel of the stream (or CUDA graph) is launched while this one finishes; every kernel
+    here calls gdc_wait before its first load, so all it hides is the launch latency between two dependent
+    kernels, never a data dependency. Off by default: on the H100 it moved the LServe decode cycle by -2 % to +4 %
+    and StreamingLLM's step by -6 % (run 7, docs/benchmarks/attention.md)."""
+    if pdl and not _pdl_capable(str(device)):
+        raise ValueError(f"pdl=True needs a Hopper-or-newer GPU and Triton with grid dependency control "
+                         f"(device {device}, Triton {triton.__version__})")
+    return bool(pdl)
+
+
+@triton.jit
+def _pdl_enter(PDL: tl.constexpr):
+    """Start of a kernel launched with PDL: wait for the predecessor's results, then let the successor launch."""
+    if PDL:
+        gdc_wait()
+        gdc_launch_dependents()
 
 
 @triton.jit
@@ -86,63 +131,93 @@ def _store_partial(ACC, M, L, row, split, n_splits, acc, m_i, l_i, GQ: tl.conste
 
 # ------------------------------------------------------------------------------------------ paged attention
 @triton.jit
-def _combine_row(ACC, M, L, O, row, n_splits, GQ: tl.constexpr, GQP: tl.constexpr, D: tl.constexpr,
-                 S_P2: tl.constexpr):
-    """out[row] = the softmax-weighted sum of the row's split partials (ACC [S, GQ, D], M / L [S, GQ])."""
-    offs_s = tl.arange(0, S_P2)
-    offs_g = tl.arange(0, GQP)
-    offs_d = tl.arange(0, D)
-    gmask = offs_g < GQ
-    smask = (offs_s < n_splits)[:, None] & gmask[None, :]
+def _combine_row(ACC, M, L, O, row, n_splits, GQ: tl.constexpr, GQ2: tl.constexpr, D: tl.constexpr,
+                 SC: tl.constexpr):
+    """out[row] = the softmax-weighted sum of the row's split partials (ACC [S, GQ, D], M / L [S, GQ]).
+
+    Works on the row flattened to C = GQ2 * D columns (GQ2 = GQ rounded up to a power of two, no tl.dot padding)
+    and SC splits at a time, merging chunks with the online rule. A chunk's ACC, M and L loads are independent, so
+    a row of <= SC splits costs one round trip to L2 (the partials were just written) instead of one per split."""
+    offs_c = tl.arange(0, GQ2 * D)
+    g = offs_c // D
+    cmask = g < GQ
     base = row * n_splits * GQ
-    m = tl.load(M + base + offs_s[:, None] * GQ + offs_g[None, :], mask=smask, other=float("-inf"),
-                cache_modifier=".cg")
-    l = tl.load(L + base + offs_s[:, None] * GQ + offs_g[None, :], mask=smask, other=0.0, cache_modifier=".cg")
-    m_max = tl.max(m, 0)
-    m_safe = tl.where(m_max == float("-inf"), 0.0, m_max)
-    w = tl.where(m == float("-inf"), 0.0, tl.exp2(m - m_safe[None, :]))  # [S, GQP]
-    denom = tl.sum(w * l, 0)
-    acc = tl.zeros([GQP, D], tl.float32)
-    for s in range(0, n_splits):
-        a = tl.load(ACC + (base + s * GQ + offs_g[:, None]) * D + offs_d[None, :], mask=gmask[:, None], other=0.0,
-                    cache_modifier=".cg")
-        ws = tl.sum(tl.where(offs_s[:, None] == s, w, 0.0), 0)  # [GQP]
-        acc += a * ws[:, None]
-    denom = tl.where(denom == 0.0, 1.0, denom)
-    out = acc / denom[:, None]
-    tl.store(O + (row * GQ + offs_g[:, None]) * D + offs_d[None, :], out.to(O.dtype.element_ty),
-             mask=offs_g[:, None] < GQ)
+    m_run = tl.full([GQ2 * D], float("-inf"), tl.float32)
+    l_run = tl.zeros([GQ2 * D], tl.float32)
+    acc = tl.zeros([GQ2 * D], tl.float32)
+    for s0 in range(0, n_splits, SC):
+        offs_s = s0 + tl.arange(0, SC)
+        msk = (offs_s < n_splits)[:, None] & cmask[None, :]
+        at = base + offs_s[:, None] * GQ + g[None, :]  # [SC, C] partial (split, query head) of each column
+        m = tl.load(M + at, mask=msk, other=float("-inf"), cache_modifier=".cg")
+        l = tl.load(L + at, mask=msk, other=0.0, cache_modifier=".cg")
+        a = tl.load(ACC + at * D + offs_c[None, :] % D, mask=msk, other=0.0, cache_modifier=".cg")
+        m_new = tl.maximum(m_run, tl.max(m, 0))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        w = tl.where(m == float("-inf"), 0.0, tl.exp2(m - m_safe[None, :]))  # [SC, C]
+        alpha = tl.where(m_run == float("-inf"), 0.0, tl.exp2(m_run - m_safe))
+        l_run = l_run * alpha + tl.sum(w * l, 0)
+        acc = acc * alpha + tl.sum(w * a, 0)
+        m_run = m_new
+    l_run = tl.where(l_run == 0.0, 1.0, l_run)
+    tl.store(O + row * GQ * D + offs_c, (acc / l_run).to(O.dtype.element_ty), mask=cmask)
+
+
+def _combine_meta(GQ: int, D: int, n_splits: int) -> dict:
+    """_combine_row's constexprs: GQ2, and SC = splits per chunk (<= 4096 fp32 values per loaded tile)."""
+    GQ2 = triton.next_power_of_2(GQ)
+    return {"GQ2": GQ2, "SC": min(_pow2(n_splits, 1), max(1, 4096 // (GQ2 * D)))}
 
 
 @triton.jit
 def _paged_split_kernel(Q, KP, VP, PAGES, PLEN, POS, POS_LO, ACC, M, L, O, CNT,
                         n_pages, pages_per_split, n_splits, sm_scale, sink,
                         GQ: tl.constexpr, GQP: tl.constexpr, PAGE: tl.constexpr, D: tl.constexpr,
-                        POS_FILTER: tl.constexpr, DOT_F32: tl.constexpr, TILE: tl.constexpr,
-                        FUSE_COMBINE: tl.constexpr, S_P2: tl.constexpr):
-    row = tl.program_id(0)
-    split = tl.program_id(1)
+                        POS_FILTER: tl.constexpr, DOT_F32: tl.constexpr, PAGE_T: tl.constexpr, PPI: tl.constexpr,
+                        FUSE_COMBINE: tl.constexpr, GQ2: tl.constexpr, SC: tl.constexpr, PDL: tl.constexpr,
+                        PPS: tl.constexpr, SPLIT_FIRST: tl.constexpr):
+    _pdl_enter(PDL)
+    if SPLIT_FIRST:  # consecutive programs walk one row's splits (spreads a heavy row's splits over the SMs)
+        split = tl.program_id(0)
+        row = tl.program_id(1)
+    else:
+        row = tl.program_id(0)
+        split = tl.program_id(1)
     offs_d = tl.arange(0, D)
-    offs_t = tl.arange(0, TILE)  # TILE = max(PAGE, 16): tl.dot needs >= 16; rows past the page are masked
+    # One iteration reads PPI pages as one tile of PPI * PAGE_T token rows (PAGE_T = PAGE rounded up to a power
+    # of two; rows past a page's tokens are masked): bigger tiles keep more bytes in flight per program, and
+    # tl.dot needs >= 16 rows.
+    offs_t = tl.arange(0, PPI * PAGE_T)
+    within = offs_t % PAGE_T
     q, qk_scale, m_i, l_i, acc = _split_start(Q, row, sm_scale, GQ, GQP, D, DOT_F32)
-    lo = split * pages_per_split
-    hi = tl.minimum(lo + pages_per_split, n_pages)
+    # The split's page ids and lengths in one load, next to q's: loading each page's id inside the loop put a
+    # dependent memory round trip (~0.9 us on an H100 with L2 cold) in front of every page's K / V loads, which
+    # the software pipeline could not hide (measured: 64 empty pages in one program took 60 us).
+    offs_p = tl.arange(0, PPS)  # PPS = pages_per_split rounded up to a power of two
+    offs_j = split * pages_per_split + offs_p
+    jmask = (offs_p < pages_per_split) & (offs_j < n_pages)
+    pids = tl.load(PAGES + row * n_pages + offs_j, mask=jmask, other=-1)
+    ntoks = tl.where(pids >= 0, tl.load(PLEN + row * n_pages + offs_j, mask=jmask, other=0), 0)
+    n_iter = tl.cdiv(tl.max(tl.where(ntoks > 0, offs_p + 1, 0)), PPI)  # up to the last page with tokens
     if POS_FILTER:
         pos_lo = tl.load(POS_LO + row)
-    for j in range(lo, hi):  # branch-free, so Triton pipelines the page loads
-        pid = tl.load(PAGES + row * n_pages + j)
-        ntok = tl.load(PLEN + row * n_pages + j)
-        ntok = tl.where(pid >= 0, ntok, 0)  # a padding entry reads nothing
-        base = tl.maximum(pid, 0).to(tl.int64) * PAGE * D
-        tmask = offs_t < ntok
-        k = tl.load(KP + base + offs_t[:, None] * D + offs_d[None, :], mask=tmask[:, None], other=0.0)
-        v = tl.load(VP + base + offs_t[:, None] * D + offs_d[None, :], mask=tmask[:, None], other=0.0)
+    for it in range(0, n_iter):  # branch-free, so Triton pipelines the page loads
+        # this tile's PPI page ids and lengths, picked from registers (no memory access), one per token row
+        pick = offs_p[None, :] == it * PPI + tl.arange(0, PPI)[:, None]  # [PPI, PPS]
+        pid = tl.max(tl.where(pick, pids[None, :], -1), 1)
+        ntok = tl.max(tl.where(pick, ntoks[None, :], 0), 1)  # 0 for a padding entry: it reads nothing
+        pid = tl.reshape(tl.broadcast_to(pid[:, None], [PPI, PAGE_T]), [PPI * PAGE_T])
+        ntok = tl.reshape(tl.broadcast_to(ntok[:, None], [PPI, PAGE_T]), [PPI * PAGE_T])
+        tok = tl.maximum(pid, 0).to(tl.int64) * PAGE + within  # pool token row
+        tmask = within < ntok
+        k = tl.load(KP + tok[:, None] * D + offs_d[None, :], mask=tmask[:, None], other=0.0)
+        v = tl.load(VP + tok[:, None] * D + offs_d[None, :], mask=tmask[:, None], other=0.0)
         if DOT_F32:
             k = k.to(tl.float32)
         s = tl.dot(q, tl.trans(k)) * qk_scale
         keep = tmask[None, :]
         if POS_FILTER:
-            pos = tl.load(POS + tl.maximum(pid, 0).to(tl.int64) * PAGE + offs_t, mask=tmask, other=-1)
+            pos = tl.load(POS + tok, mask=tmask, other=-1)
             keep = keep & ((pos[None, :] >= 0) & ((pos[None, :] < sink) | (pos[None, :] >= pos_lo)))
         s = tl.where(keep, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -152,19 +227,23 @@ def _paged_split_kernel(Q, KP, VP, PAGES, PLEN, POS, POS_LO, ACC, M, L, O, CNT,
     _store_partial(ACC, M, L, row, split, n_splits, acc, m_i, l_i, GQ, GQP, D)
     if FUSE_COMBINE:
         if _last_of_row(CNT, row, n_splits):
-            _combine_row(ACC, M, L, O, row, n_splits, GQ, GQP, D, S_P2)
+            _combine_row(ACC, M, L, O, row, n_splits, GQ, GQ2, D, SC)
 
 
 @triton.jit
-def _combine_kernel(ACC, M, L, O, n_splits, GQ: tl.constexpr, GQP: tl.constexpr, D: tl.constexpr,
-                    S_P2: tl.constexpr):
-    _combine_row(ACC, M, L, O, tl.program_id(0), n_splits, GQ, GQP, D, S_P2)
+def _combine_kernel(ACC, M, L, O, n_splits, GQ: tl.constexpr, GQ2: tl.constexpr, D: tl.constexpr,
+                    SC: tl.constexpr, PDL: tl.constexpr):
+    _pdl_enter(PDL)
+    _combine_row(ACC, M, L, O, tl.program_id(0), n_splits, GQ, GQ2, D, SC)
 
 
 def paged_attention(q_rows, k_pool, v_pool, pages, page_len, scaling: float, pos_filter=None,
                     pages_per_split: int | None = None, num_warps: int = 4, num_stages: int = 2, out=None,
-                    fuse_combine: bool = True):
+                    fuse_combine: bool = True, pdl: bool = False, pages_per_iter: int = 1,
+                    split_first: bool = False):
     """q_rows [B, R, GQ, D] against the listed pages -> out [B, R, GQ, D] (q's dtype).
+    pdl: programmatic dependent launch (see `use_pdl`). pages_per_iter: pages read as
+    one tile per loop iteration (raised to reach 16 token rows); split_first: launch order of the programs.
 
     pos_filter: (pos_pool [P, page] int64, sink int, pos_lo [B, R]) keeps tokens with position < sink or
     >= pos_lo (page-granular windows over a ring of pages)."""
@@ -175,9 +254,13 @@ def paged_attention(q_rows, k_pool, v_pool, pages, page_len, scaling: float, pos
     q = q_rows.contiguous()
     pages = pages.reshape(rows, NP).to(torch.int32).contiguous()
     page_len = page_len.reshape(rows, NP).to(torch.int32).contiguous()
-    if pages_per_split is None:  # enough programs to fill the device, at least 4 pages each
+    if pages_per_split is None:  # ~2 programs per SM, at least 4 pages each, a row's splits of equal size
         sms = torch.cuda.get_device_properties(q.device).multi_processor_count if q.is_cuda else 8
-        pages_per_split = max(4, triton.cdiv(NP * rows, 2 * sms))
+        splits = max(1, min(triton.cdiv(NP, 4), triton.cdiv(2 * sms, rows)))
+        pages_per_split = min(triton.cdiv(NP, splits), MAX_PAGES_PER_SPLIT)
+    if not 1 <= pages_per_split <= MAX_PAGES_PER_SPLIT:
+        raise ValueError(f"pages_per_split={pages_per_split}: allowed 1..{MAX_PAGES_PER_SPLIT} (a split's page ids "
+                         "are held in registers)")
     n_splits = max(1, triton.cdiv(NP, pages_per_split))
     GQP = _pow2(GQ)
     acc = torch.empty(rows, n_splits, GQ, D, dtype=torch.float32, device=q.device)
@@ -191,14 +274,17 @@ def paged_attention(q_rows, k_pool, v_pool, pages, page_len, scaling: float, pos
     if out is None:
         out = torch.empty(B, R, GQ, D, dtype=q_rows.dtype, device=q.device)
     cnt = _counters(q.device, rows) if fuse_combine else pages
-    S_P2 = _pow2(n_splits, 1)
-    _paged_split_kernel[(rows, n_splits)](
+    meta = {**_combine_meta(GQ, D, n_splits), "PDL": use_pdl(q.device, pdl)}
+    page_t = triton.next_power_of_2(page)
+    ppi = max(triton.next_power_of_2(pages_per_iter), triton.cdiv(16, page_t))
+    _paged_split_kernel[(n_splits, rows) if split_first else (rows, n_splits)](
         q, k_pool, v_pool, pages, page_len, pos_pool, pos_lo, acc, m, lse, out, cnt, NP, pages_per_split, n_splits,
         scaling, sink, GQ=GQ, GQP=GQP, PAGE=page, D=D, POS_FILTER=pos_filter is not None,
-        DOT_F32=INTERPRET or q.dtype == torch.float32, TILE=max(16, page), FUSE_COMBINE=fuse_combine, S_P2=S_P2,
-        num_warps=num_warps, num_stages=1 if INTERPRET else num_stages)
+        DOT_F32=INTERPRET or q.dtype == torch.float32, PAGE_T=page_t, PPI=ppi, FUSE_COMBINE=fuse_combine, **meta,
+        PPS=_pow2(pages_per_split, ppi), SPLIT_FIRST=split_first,
+        num_warps=num_warps, num_stages=1 if INTERPRET else num_stages, launch_pdl=meta["PDL"])
     if not fuse_combine:
-        _combine_kernel[(rows,)](acc, m, lse, out, n_splits, GQ=GQ, GQP=GQP, D=D, S_P2=S_P2, num_warps=4)
+        _combine_kernel[(rows,)](acc, m, lse, out, n_splits, GQ=GQ, D=D, **meta, num_warps=4, launch_pdl=meta["PDL"])
     return out
 
 
@@ -247,13 +333,14 @@ def _page_scores_block(Q, KMIN, KMAX, LP, OUT, row, pb, n_phys, n_lp_rows,
 @triton.jit
 def _page_scores_kernel(Q, KMIN, KMAX, LP, OUT, n_phys, n_lp_rows,
                         GQ: tl.constexpr, GQP: tl.constexpr, D: tl.constexpr, LPP: tl.constexpr,
-                        BLOCK_P: tl.constexpr, REDUCE: tl.constexpr, DOT_F32: tl.constexpr):
+                        BLOCK_P: tl.constexpr, REDUCE: tl.constexpr, DOT_F32: tl.constexpr, PDL: tl.constexpr):
+    _pdl_enter(PDL)
     _page_scores_block(Q, KMIN, KMAX, LP, OUT, tl.program_id(0), tl.program_id(1), n_phys, n_lp_rows,
                        GQ, GQP, D, LPP, BLOCK_P, REDUCE, DOT_F32)
 
 
 def page_scores_triton(q_rows, kmin_flat, kmax_flat, lp_rows, logical_per_page: int, reduce: str = "max",
-                       block_p: int = 16, out=None, num_warps: int = 4):
+                       block_p: int = 16, out=None, num_warps: int = 4, pdl: bool = False):
     """Physical-page scores (fp32, -inf for empty pages): [B, R, NP] for reduce max / sum over each row's
     GQ query heads, or [B, R, GQ, NP] for reduce "none" (one row per query head, summaries read once);
     `out` may be any contiguous fp32 tensor of that many elements.
@@ -272,7 +359,8 @@ def page_scores_triton(q_rows, kmin_flat, kmax_flat, lp_rows, logical_per_page: 
     _page_scores_kernel[(B * R, triton.cdiv(n_phys, block_p))](
         q_rows.contiguous(), kmin_flat, kmax_flat, lp_rows.reshape(B * R, n_lp).to(torch.int32).contiguous(), out,
         n_phys, n_lp, GQ=GQ, GQP=_pow2(GQ), D=D, LPP=logical_per_page, BLOCK_P=block_p, REDUCE=mode,
-        DOT_F32=INTERPRET or q_rows.dtype == torch.float32, num_warps=num_warps)
+        DOT_F32=INTERPRET or q_rows.dtype == torch.float32, PDL=(p := use_pdl(q_rows.device, pdl)), num_warps=num_warps,
+        launch_pdl=p)
     return out
 
 
@@ -287,9 +375,12 @@ def _select_rows(SC, NPAGES, BASE, OUT, srow, rmask, n_cols, k_sel, out_width, r
     the scores around the cut) counting passes, ~12 for 2K random scores, 33 at most with ties at the
     cut), then a prefix-sum compaction."""
     offs = tl.arange(0, BLOCK)
+    # three independent loads in flight together (the score load does not wait for n_valid)
     n_valid = tl.load(NPAGES + srow, mask=rmask, other=1)
+    base = tl.load(BASE + srow, mask=rmask, other=0)
+    s = tl.load(SC + srow[:, None] * n_cols + offs[None, :], mask=(offs[None, :] < n_cols) & rmask[:, None],
+                other=0.0, cache_modifier=".cg")
     ok = (offs[None, :] < n_valid[:, None] - 1) & rmask[:, None]
-    s = tl.load(SC + srow[:, None] * n_cols + offs[None, :], mask=ok, other=0.0, cache_modifier=".cg")
     bits = s.to(tl.uint32, bitcast=True)
     key = tl.where((bits >> 31) != 0, ~bits, bits | 0x80000000)  # uint32, monotone in the float's value
     key = tl.where(ok & (s == s), key, 0)  # invalid or NaN pages rank below every real score (-inf -> 0x007FFFFF)
@@ -308,7 +399,6 @@ def _select_rows(SC, NPAGES, BASE, OUT, srow, rmask, n_cols, k_sel, out_width, r
     take = greater | (eq & (tl.cumsum(eq.to(tl.int32), 1) <= need[:, None]))
     take = take & (tl.zeros_like(offs)[None, :] < kk)  # k_sel == 1: only the last page
     pos = tl.cumsum(take.to(tl.int32), 1) - 1
-    base = tl.load(BASE + srow, mask=rmask, other=0)
     out_row = (srow // rows_per_batch) * out_rows_per_batch + srow % rows_per_batch
     tl.store(OUT + out_row[:, None] * out_width + pos, (base[:, None] + offs[None, :]).to(tl.int32), mask=take)
     tl.store(OUT + out_row * out_width + kk, (base + n_valid - 1).to(tl.int32), mask=rmask)
@@ -316,14 +406,15 @@ def _select_rows(SC, NPAGES, BASE, OUT, srow, rmask, n_cols, k_sel, out_width, r
 
 @triton.jit
 def _top_pages_kernel(SCORES, NPAGES, BASE, OUT, n_cols, k_sel, out_width, rows_per_batch, out_rows_per_batch,
-                      BLOCK: tl.constexpr):
+                      BLOCK: tl.constexpr, PDL: tl.constexpr):
+    _pdl_enter(PDL)
     srow = tl.program_id(0) + tl.arange(0, 1)
     _select_rows(SCORES, NPAGES, BASE, OUT, srow, srow >= 0, n_cols, k_sel, out_width, rows_per_batch,
                  out_rows_per_batch, BLOCK)
 
 
 def top_pages(scores, n_pages, base, k_sel: int, out, rows_per_batch: int | None = None,
-              out_rows_per_batch: int | None = None, num_warps: int = 4):
+              out_rows_per_batch: int | None = None, num_warps: int = 4, pdl: bool = False):
     """scores [rows, P] fp32; n_pages [rows] valid pages; base [rows] pool id of each row's first page;
     writes the k_sel selected pool page ids (int32, the last page in column k_sel - 1) into row
     (row // rows_per_batch) * out_rows_per_batch + row % rows_per_batch of out (row stride out.stride(-2))."""
@@ -331,21 +422,22 @@ def top_pages(scores, n_pages, base, k_sel: int, out, rows_per_batch: int | None
     rpb = rows_per_batch or rows
     _top_pages_kernel[(rows,)](scores, n_pages.to(torch.int32).contiguous(), base.to(torch.int64).contiguous(), out, P,
                                k_sel, out.stride(-2), rpb, out_rows_per_batch or rpb,
-                               BLOCK=triton.next_power_of_2(P), num_warps=num_warps)
+                               BLOCK=triton.next_power_of_2(P), PDL=(p := use_pdl(scores.device, pdl)),
+                               num_warps=num_warps, launch_pdl=p)
     return out
 
 
 def select_pages(q_rows, kmin_flat, kmax_flat, lp_rows, logical_per_page: int, reduce: str, n_pages, base,
                  k_sel: int, out, rows_per_batch: int | None = None, out_rows_per_batch: int | None = None,
-                 block_p: int = 8, num_warps: int = 2, top_warps: int = 8, scores=None):
+                 block_p: int = 8, num_warps: int = 2, top_warps: int = 8, scores=None, pdl: bool = False):
     """A decode step's page selection: `page_scores_triton` into `scores` (fp32 scratch of the score rows), then
     `top_pages` over its score rows (two launches; defaults = the fastest in the H100 sweep at 128K, batch 1
     and 8). Score rows are the B * R rows (reduce max / sum) or the B * R * GQ query heads (reduce "none");
     n_pages / base [score rows]."""
     scores = page_scores_triton(q_rows, kmin_flat, kmax_flat, lp_rows, logical_per_page, reduce, block_p, scores,
-                                num_warps)
+                                num_warps, pdl)
     return top_pages(scores.view(-1, scores.shape[-1]), n_pages, base, k_sel, out, rows_per_batch,
-                     out_rows_per_batch, num_warps=top_warps)
+                     out_rows_per_batch, num_warps=top_warps, pdl=pdl)
 
 
 # ------------------------------------------------------------------------------------------ gathered tokens
@@ -425,7 +517,8 @@ def gathered_attention(q_rows, k_flat, v_flat, idx, scaling: float, tok_per_spli
                                            scaling, GQ=GQ, GQP=GQP, D=D, BLOCK_T=block_t,
                                            DOT_F32=INTERPRET or q.dtype == torch.float32, num_warps=4)
     out = torch.empty(B, R, GQ, D, dtype=q_rows.dtype, device=q.device)
-    _combine_kernel[(rows,)](acc, m, lse, out, n_splits, GQ=GQ, GQP=GQP, D=D, S_P2=_pow2(n_splits, 1), num_warps=4)
+    _combine_kernel[(rows,)](acc, m, lse, out, n_splits, GQ=GQ, D=D, **_combine_meta(GQ, D, n_splits), PDL=False,
+                             num_warps=4)
     probs = torch.empty(rows, GQ, T, dtype=torch.float32, device=q.device)
     _probs_kernel[(rows, triton.cdiv(T, 256))](logits, m, lse, probs, T, n_splits, GQ=GQ, GQP=GQP,
                                                S_P2=_pow2(n_splits, 1), BLOCK_T=256, num_warps=4)

@@ -58,6 +58,12 @@ class PrefillPlan:
     def is_dense(self) -> bool:
         return all(w == DENSE for w in self.window) and not any(self.block_heads or ())
 
+    def dense_heads(self, n: int) -> list[int]:
+        """KV heads whose pattern is plain causal over a chunk of n tokens: DENSE, or a window of >= n tokens
+        (it then covers every earlier key, whatever the sink)."""
+        return [h for h, w in enumerate(self.window)
+                if (w == DENSE or w >= n) and not (self.block_heads and self.block_heads[h])]
+
     def head_groups(self) -> dict[tuple[int, int], list[int]]:
         """KV heads grouped by (sink, window), for backends that run one pattern at a time."""
         groups: dict[tuple[int, int], list[int]] = {}

@@ -96,6 +96,20 @@ def test_paged_decode_and_gather_bf16_at_128k_pages():
         assert torch.equal(paged_attention(q, kp, vp, pages, plen, 0.1, pages_per_split=4), first)
     two = paged_attention(q, kp, vp, pages, plen, 0.1, pages_per_split=4, fuse_combine=False)
     assert rel(first, two) < 1e-3
+    # other launch settings (checked against the reference below): pages per tile, split-first launch order
+    variants = {str(o): paged_attention(q, kp, vp, pages, plen, 0.1, **o)
+                for o in ({"pages_per_iter": 2}, {"split_first": True, "pages_per_split": 16}, {"pages_per_iter": 4})}
+    # programmatic dependent launch inside a CUDA graph: the same bits as ordinary launches
+    pdl_out = torch.empty_like(q)
+    paged_attention(q, kp, vp, pages, plen, 0.1, pages_per_split=4, out=pdl_out, pdl=True)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(3):
+            paged_attention(q, kp, vp, pages, plen, 0.1, pages_per_split=4, out=pdl_out, pdl=True)
+    pdl_out.fill_(float("nan"))
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(pdl_out, first)
     flat = (pages.unsqueeze(-1) * page + torch.arange(page, device="cuda")).flatten(-2)
     flat = torch.where(flat >= 0, flat, -1)
     flat[pages.repeat_interleave(page, -1) < 0] = -1
@@ -106,6 +120,8 @@ def test_paged_decode_and_gather_bf16_at_128k_pages():
     w = torch.softmax(s, -1)
     ref = torch.einsum("brgt,brtd->brgd", w, vp.view(-1, D)[flat.clamp(min=0)].float())
     assert not torch.isnan(out).any() and rel(out, ref) < 1e-2 and rel(o2, ref) < 1e-2
+    for name, o in variants.items():
+        assert rel(o, ref) < 1e-2, name
     assert (probs - w).abs().max().item() < 1e-3
 
 

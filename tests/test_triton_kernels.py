@@ -42,19 +42,33 @@ def _prefill_ref(q, k, v, plan, scale):
 
 @pytest.mark.parametrize("L", [1, 37, 200])
 @pytest.mark.parametrize("D", [64, 128])
-def test_block_sparse_prefill_writes_every_element(L, D):
+@pytest.mark.parametrize("one_loop", [True, False])
+def test_block_sparse_prefill_writes_every_element(L, D, one_loop):
     from sparsebench.kernels.triton_prefill import block_sparse_prefill
 
     g = torch.Generator().manual_seed(L + D)
-    q = torch.randn(2, 8, L, D, generator=g).half()
-    k = torch.randn(2, 2, L, D, generator=g).half()
-    v = torch.randn(2, 2, L, D, generator=g).half()
-    plan = PrefillPlan(sink=(0, 4), window=(DENSE, 50))
+    q = torch.randn(2, 12, L, D, generator=g).half()
+    k = torch.randn(2, 3, L, D, generator=g).half()
+    v = torch.randn(2, 3, L, D, generator=g).half()
+    plan = PrefillPlan(sink=(0, 4, 70), window=(DENSE, 50, 90))  # head 2: its sink reaches into its window
     out = torch.full_like(q, float("nan"))
-    block_sparse_prefill(q, k, v, plan, 1 / math.sqrt(D), out=out)
+    block_sparse_prefill(q, k, v, plan, 1 / math.sqrt(D), out=out, window_one_loop_max=1 << 30 if one_loop else 0)
     ref = _prefill_ref(q, k, v, plan, 1 / math.sqrt(D))
     assert not torch.isnan(out).any()
     assert ((out.float() - ref).norm() / ref.norm()).item() < 1e-2
+
+
+def test_pdl_refused_where_unsupported():
+    from sparsebench.kernels.triton_decode import use_pdl
+
+    assert use_pdl("cpu", False) is False
+    with pytest.raises(ValueError, match="pdl=True needs a Hopper"):
+        use_pdl("cpu", True)
+
+
+def test_dense_heads_include_windows_as_long_as_the_chunk():
+    plan = PrefillPlan(sink=(0, 4, 4), window=(DENSE, 50, 200))
+    assert plan.dense_heads(200) == [0, 2] and plan.dense_heads(201) == [0] and plan.dense_heads(50) == [0, 1, 2]
 
 
 def test_block_list_plan():
@@ -97,6 +111,36 @@ def test_paged_attention_writes_every_element_and_skips_empty_rows():
             toks_v = torch.cat([vp[p, : plen[b, r, j]] for j, p in enumerate(pages[b, r].tolist()) if p >= 0]).float()
             w = torch.softmax(q[b, r].float() @ toks_k.T * 0.125, -1)
             assert torch.allclose(out[b, r].float(), w @ toks_v, atol=2e-3)
+
+
+@pytest.mark.parametrize("fuse,pps,ppi,split_first,page", [(True, 1, 1, False, 16), (False, 1, 1, True, 16),
+                                                             (True, 3, 2, True, 16), (True, 5, 4, False, 16),
+                                                             (False, 4, 1, False, 8)])
+def test_paged_attention_combines_many_splits_in_chunks(fuse, pps, ppi, split_first, page):
+    """20 one-page splits per row: more than one chunk of the combine (4096 // (GQ2 * D) = 8 splits at GQ 4, D 128)
+    and a GQ of 3 (padded to 4 columns groups), with rows of different lengths and an empty row; also splits that
+    are not a multiple of the pages read per iteration, either launch order, and 8-token pages (two per tile)."""
+    from sparsebench.kernels.triton_decode import _combine_meta, paged_attention
+
+    P, D, GQ = 24, 128, 3
+    assert _combine_meta(GQ, D, 20)["SC"] == 8
+    g = torch.Generator().manual_seed(11)
+    kp, vp = torch.randn(P, page, D, generator=g).half(), torch.randn(P, page, D, generator=g).half()
+    q = torch.randn(1, 3, GQ, D, generator=g).half()
+    pages = torch.full((1, 3, 20), -1)
+    pages[0, 0] = torch.randperm(P, generator=g)[:20]
+    pages[0, 1, :11] = torch.arange(11)
+    plen = torch.where(pages >= 0, torch.randint(1, page + 1, pages.shape, generator=g), 0)
+    out = torch.full((1, 3, GQ, D), float("nan"), dtype=torch.float16)
+    paged_attention(q, kp, vp, pages, plen, 0.09, pages_per_split=pps, out=out, fuse_combine=fuse,
+                    pages_per_iter=ppi, split_first=split_first)
+    for r in range(2):
+        sel = [(p, int(plen[0, r, j])) for j, p in enumerate(pages[0, r].tolist()) if p >= 0]
+        k = torch.cat([kp[p, :n] for p, n in sel]).float()
+        v = torch.cat([vp[p, :n] for p, n in sel]).float()
+        want = torch.softmax(q[0, r].float() @ k.T * 0.09, -1) @ v
+        assert (out[0, r].float() - want).abs().max().item() < 2e-3
+    assert torch.equal(out[0, 2], torch.zeros(GQ, D, dtype=torch.float16))  # no pages: zeros, not NaN
 
 
 def test_page_scores_kernel_matches_torch():
