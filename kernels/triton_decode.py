@@ -5,7 +5,8 @@
   or one query head (per-query-head selections, GQ = 1). Pages are split across programs
   (split-KV, flash-decoding); the last program of a row to finish reduces the row's splits (one
   launch; `fuse_combine=False` reduces in a second kernel). Reads only the listed pages; an
-  optional position filter implements page-granular windows.
+  optional position filter implements page-granular windows. A program loads its split's page ids
+  once, then reads `pages_per_iter` pages per software-pipelined tile.
 - `page_scores`: Quest's bound for every logical page of a row from the per-page key min / max,
   reduced to physical pages (max of their logical pages): one pass over the summaries.
 - `top_pages`: the top-k pages of each score row (no sort: a bisection on the scores' bits);
