@@ -162,8 +162,9 @@ def _prefill_kernel(Q, K, V, O, KIND_PTR, SINK_PTR, WIN_PTR, BLK_IDX, BLK_CNT,
 
 
 def plan_tensors(plan, device, skip_dense: bool = False, n: int | None = None):
-    """Per KV head (kind, sink, window) int32 tensors, and the block list tensors (or 1-element dummies).
-    n: the chunk's length; windows of >= n tokens then run as DENSE (no masks off the diagonal)."""
+    """Per KV head (kind, sink, window) int32 tensors, the block list tensors (or 1-element dummies), and the
+    longest WINDOW head's window (0 if none). n: the chunk's length; windows of >= n tokens then run as DENSE
+    (no masks off the diagonal)."""
     h = len(plan.window)
     dense = set(plan.dense_heads(n if n is not None else 1 << 62))
     kinds, sinks, wins = [], [], []
@@ -186,7 +187,8 @@ def plan_tensors(plan, device, skip_dense: bool = False, n: int | None = None):
     else:
         idx = torch.full((h, 1, 1), -1, dtype=torch.int32, device=device)
         cnt = torch.zeros((h, 1), dtype=torch.int32, device=device)
-    return as_t(kinds), as_t(sinks), as_t(wins), idx, cnt
+    longest = max((w for kd, w in zip(kinds, wins) if kd == WINDOW), default=0)
+    return as_t(kinds), as_t(sinks), as_t(wins), idx, cnt, longest
 
 
 def block_sparse_prefill(q, k, v, plan, scaling: float, out=None, skip_dense: bool = False,
@@ -199,9 +201,7 @@ def block_sparse_prefill(q, k, v, plan, scaling: float, out=None, skip_dense: bo
     Hkv = k.shape[1]
     if out is None:
         out = torch.empty_like(q)
-    kinds, sinks, wins, idx, cnt = plan_tensors(plan, q.device, skip_dense, L)
-    dense = set(plan.dense_heads(L))
-    windowed = [h for h in range(len(plan.window)) if h not in dense and not (plan.block_heads and plan.block_heads[h])]
+    kinds, sinks, wins, idx, cnt, longest_window = plan_tensors(plan, q.device, skip_dense, L)
     if plan.blocks is not None:
         block_m, block_n = plan.blocks.block_q, plan.blocks.block_k
     if block_m is None:
@@ -220,6 +220,6 @@ def block_sparse_prefill(q, k, v, plan, scaling: float, out=None, skip_dense: bo
         idx.shape[1], idx.shape[2], L, scaling,
         G=Hq // Hkv, HEAD_DIM=D, BLOCK_M=block_m, BLOCK_N=block_n, MAX_BLOCKS=idx.shape[2],
         DOT_F32=INTERPRET or q.dtype == torch.float32, num_warps=num_warps, num_stages=num_stages,
-        WIN_ONE_LOOP=all(plan.window[h] <= window_one_loop_max for h in windowed),
+        WIN_ONE_LOOP=longest_window <= window_one_loop_max,
     )
     return out

@@ -24,13 +24,13 @@ def t_graph(fn, steps=1, replays=100, per_step=False):
     return [t / L * 1e3 for t in r] if per_step else r / L * 1e3
 
 
-def built_steps(policy, B, N, backend="triton"):
-    return [bs.build_decode_step(policy, backend, B, N, 32, 8, 128, torch.bfloat16) for _ in range(L)]
+def built_steps(policy, B, N, backend="triton", layers=L):
+    return [bs.build_decode_step(policy, backend, B, N, 32, 8, 128, torch.bfloat16) for _ in range(layers)]
 
 
 # 1. PDL inside a graph gives the eager, non-PDL bits (LServe cycle: selector then three reuse steps)
 bs.PAGED_OPTS, bs.SELECT_OPTS = {"pdl": False}, {"pdl": False}
-one = built_steps("lserve", 2, 32768)[:2]
+one = built_steps("lserve", 2, 32768, layers=2)
 for i in range(4):
     for b in one:
         b[0](i)
