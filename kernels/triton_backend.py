@@ -82,17 +82,15 @@ def selection_pages(store, heads: tuple[int, ...], sel, group: int):
 
 
 def dense_sdpa(q, k, v, scaling):
-    """Causal SDPA preferring cuDNN (Hopper's fastest); cuDNN takes GQA as K / V expanded to the query heads
-    (a copy of 2 x L x D per query head: a small fraction of the attention's time)."""
-    if q.is_cuda:
-        from torch.nn.attention import SDPBackend, sdpa_kernel
+    """Causal SDPA preferring cuDNN (Hopper's fastest), GQA passed as is (`enable_gqa`: no K / V expanded to the
+    query heads; run 8 on the H100 at 8K: 0.99 ms vs 1.13 ms with the expansion, 14.8 vs 14.7 ms at 32K)."""
+    if not q.is_cuda:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling, enable_gqa=True)
+    from torch.nn.attention import SDPBackend, sdpa_kernel
 
-        g = q.shape[1] // k.shape[1]
-        kk, vv = (k, v) if g == 1 else (k.repeat_interleave(g, 1), v.repeat_interleave(g, 1))
-        with sdpa_kernel([SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION],
-                         set_priority=True):
-            return F.scaled_dot_product_attention(q, kk, vv, is_causal=True, scale=scaling)
-    return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling, enable_gqa=True)
+    with sdpa_kernel([SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
+                      SDPBackend.MATH], set_priority=True):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling, enable_gqa=True)
 
 
 @BACKENDS.register("triton")

@@ -254,7 +254,8 @@ def test_paged_attention_fused_and_separate_combine_agree():
     assert int(_counters(q.device, 1)[:5].abs().sum()) == 0
 
 
-def test_top_pages_kernel():
+@pytest.mark.parametrize("search", ["bisect", "interp"])
+def test_top_pages_kernel(search):
     from sparsebench.kernels.triton_decode import top_pages
 
     g = torch.Generator().manual_seed(6)
@@ -268,7 +269,7 @@ def test_top_pages_kernel():
     base = torch.tensor([100, 1000, 5000, 7])
     for k_sel in (1, 6, 60):
         out = torch.full((4, 70), -7, dtype=torch.int32)
-        top_pages(scores, n_pages, base, k_sel, out)
+        top_pages(scores, n_pages, base, k_sel, out, search=search)
         for r in range(4):
             n = int(n_pages[r])
             cand = [j for j in range(n - 1) if scores[r, j] == scores[r, j]]  # NaN ranks last
