@@ -83,7 +83,8 @@ def selection_pages(store, heads: tuple[int, ...], sel, group: int):
 
 def dense_sdpa(q, k, v, scaling):
     """Causal SDPA preferring cuDNN (Hopper's fastest), GQA passed as is (`enable_gqa`: no K / V expanded to the
-    query heads; run 8 on the H100 at 8K: 0.99 ms vs 1.13 ms with the expansion, 14.8 vs 14.7 ms at 32K)."""
+    query heads). H100, run 8: 0.97 ms vs 1.12 ms with the expansion at 8K, equal or faster at 16K-64K
+    (docs/benchmarks/data/run8_probe_dense_gqa.json)."""
     if not q.is_cuda:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling, enable_gqa=True)
     from torch.nn.attention import SDPBackend, sdpa_kernel
