@@ -459,7 +459,8 @@ def top_pages(scores, n_pages, base, k_sel: int, out, rows_per_batch: int | None
     rpb = rows_per_batch or rows
     _top_pages_kernel[(rows,)](scores, n_pages.to(torch.int32).contiguous(), base.to(torch.int64).contiguous(), out, P,
                                k_sel, out.stride(-2), rpb, out_rows_per_batch or rpb,
-                               BLOCK=triton.next_power_of_2(P), SEARCH=SEARCHES[search], PDL=(p := use_pdl(scores.device, pdl)),
+                               BLOCK=triton.next_power_of_2(P), SEARCH=SEARCHES[search],
+                               PDL=(p := use_pdl(scores.device, pdl)),
                                num_warps=num_warps, launch_pdl=p)
     return out
 
