@@ -10,6 +10,7 @@ Not supported (refused before the model loads): INT8 pages (kv_bits=8) and posit
 
 from __future__ import annotations
 
+import contextlib
 from functools import lru_cache
 
 import torch
@@ -85,12 +86,13 @@ def dense_sdpa(q, k, v, scaling):
     """Causal SDPA preferring cuDNN (Hopper's fastest), GQA passed as is (`enable_gqa`: no K / V expanded to the
     query heads). H100, run 8: 0.97 ms vs 1.12 ms with the expansion at 8K, equal or faster at 16K-64K
     (docs/benchmarks/data/run8_probe_dense_gqa.json)."""
-    if not q.is_cuda:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling, enable_gqa=True)
-    from torch.nn.attention import SDPBackend, sdpa_kernel
+    ctx = contextlib.nullcontext()
+    if q.is_cuda:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    with sdpa_kernel([SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
-                      SDPBackend.MATH], set_priority=True):
+        ctx = sdpa_kernel([SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
+                           SDPBackend.MATH], set_priority=True)
+    with ctx:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling, enable_gqa=True)
 
 
@@ -120,8 +122,8 @@ class TritonBackend(Backend):
             return dense_sdpa(q, k, v, scaling)
         out = block_sparse_prefill(q, k, v, plan, scaling, skip_dense=bool(use_sdpa), **self._prefill_opts)
         if use_sdpa:
-            qh = [h * G + g for h in dense for g in range(G)]
-            out[:, qh] = dense_sdpa(q[:, qh], k[:, dense], v[:, dense], scaling)
+            qh, kvh = query_heads(tuple(dense), G, q.device), _index(tuple(dense), q.device)
+            out[:, qh] = dense_sdpa(q[:, qh], k[:, kvh], v[:, kvh], scaling)
         return out
 
     def prefill(self, q, k, v, plan, valid, scaling):
