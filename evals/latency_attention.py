@@ -21,6 +21,8 @@ small pool (sink + window pages only), key min / max per logical page for Quest 
 
 from __future__ import annotations
 
+import re
+
 import math
 from dataclasses import dataclass, field
 from typing import List
@@ -54,8 +56,10 @@ class LatencyAttentionConfig(TaskConfig):
     # Triton prefill launch configs tried per row (BLOCK_M x BLOCK_N x warps x stages); the fastest is kept
     prefill_configs: List[str] = field(default_factory=lambda: ["128x128x8x3", "128x64x8x3", "128x64x4x3",
                                                                 "128x32x4x4"])
-    # paged decode launch configs tried per row (warps x stages x pages per split, 0 = automatic)
-    decode_configs: List[str] = field(default_factory=lambda: ["4x3x0", "4x4x0", "4x3x16", "4x2x0", "4x3x8"])
+    # paged decode launch configs tried per row (warps x stages x pages per split, 0 = automatic; a trailing "s":
+    # programs launched split-first, one row's splits side by side)
+    decode_configs: List[str] = field(default_factory=lambda: ["4x3x0", "4x4x0", "4x3x16", "4x2x0", "4x3x8",
+                                                               "4x3x8s", "4x3x16s"])
     decode_l2: str = "flushed"  # flushed | warm: L2 state before each timed decode replay
     decode_layers: int = 8  # layers (each its own KV) per decode graph; times are per layer
     check_correctness: bool = True
@@ -92,6 +96,11 @@ class LatencyAttention(Task):
                                                   "alisa_swa")]
         if bad:
             raise ConfigError("task.policies", bad, "full, streaming_llm, streaming_heads, quest, lserve, alisa_swa")
+        bad = [x for x in c.decode_configs if not re.fullmatch(r"[1-9][0-9]*x[1-9][0-9]*x[0-9]+s?", str(x))]
+        if bad or not c.decode_configs:
+            raise ConfigError("task.decode_configs", bad or c.decode_configs,
+                              "warps x stages x pages per split, e.g. 4x3x8 (0 = automatic), 's' appended for "
+                              "split-first launch order")
         if c.decode_layers < 1:
             raise ConfigError("task.decode_layers", c.decode_layers, "an integer >= 1")
         if c.decode_l2 not in ("flushed", "warm"):
@@ -283,9 +292,10 @@ def decode_row(c: LatencyAttentionConfig, m: dict) -> dict:
                                                c.n_kv_heads, c.head_dim, dtype, c) for _ in range(layers)]
         return (lambda i: [b[0](i) for b in built]), built[0][1], built
 
-    def set_conf(conf):
-        w, st, pps = (int(x) for x in conf.split("x"))
-        bench_steps.PAGED_OPTS = {"num_warps": w, "num_stages": st, **({"pages_per_split": pps} if pps else {})}
+    def set_conf(conf):  # "WxSxP", "s" appended: programs launched split-first
+        w, st, pps = (int(x) for x in conf.rstrip("s").split("x"))
+        bench_steps.PAGED_OPTS = {"num_warps": w, "num_stages": st, "split_first": conf.endswith("s"),
+                                  **({"pages_per_split": pps} if pps else {})}
 
     sweep = m["backend"] == "triton" and m["policy"] != "alisa_swa"  # rows that run the paged kernel
     best_conf = None

@@ -187,15 +187,19 @@ def build_decode_step(policy: str, backend: str, B: int, N: int, Hq: int, Hkv: i
         n_sel = min(max(3, budget // page), ret.pps)
         width = max(n_sel, st.pps)
         ret_base = (rstreams * ret.pps).repeat_interleave(G, 1).unsqueeze(-1)  # [B, R*G, 1]
+        # one launch, rows of their own query count: a row per retrieval query head (it selects its own pages)
+        # and a row per streaming KV head (its G query heads share sink + local pages: read once)
+        RO = R * G + R
         s_ids, s_len = st.pages(rstreams)  # [B, R, 6]
-        s_ids = (s_ids + ret.k.shape[0]).repeat_interleave(G, 1)
-        s_len = s_len.repeat_interleave(G, 1)
-        ids_buf = torch.full((B, 2 * R * G, width), -1, dtype=torch.int32, device=DEV)
-        len_buf = torch.zeros(B, 2 * R * G, width, dtype=torch.int32, device=DEV)
-        ids_buf[:, R * G :, : st.pps] = s_ids
+        ids_buf = torch.full((B, RO, width), -1, dtype=torch.int32, device=DEV)
+        len_buf = torch.zeros(B, RO, width, dtype=torch.int32, device=DEV)
+        ids_buf[:, R * G :, : st.pps] = s_ids + ret.k.shape[0]
         len_buf[:, R * G :, : st.pps] = s_len
         len_buf[:, : R * G, :n_sel] = page
         len_buf[:, : R * G, n_sel - 1] = N - (ret.pps - 1) * page
+        first = torch.cat([torch.arange(R * G), R * G + torch.arange(R) * G]).to(DEV)
+        q_off = (torch.arange(B, device=DEV).unsqueeze(1) * 2 * R * G + first).to(torch.int32)  # [B, RO]
+        q_cnt = torch.cat([torch.ones(R * G), torch.full((R,), G)]).to(DEV, torch.int32).expand(B, RO).contiguous()
         out = torch.empty_like(q_rows)
 
         n_valid = torch.full((B * R * G,), ret.pps, dtype=torch.int32, device=DEV)
@@ -204,22 +208,26 @@ def build_decode_step(policy: str, backend: str, B: int, N: int, Hq: int, Hkv: i
 
         def select():  # per query head: each KV head's summaries read once for its G query heads
             select_pages(q_ret, ret.kmin, ret.kmax, lp_rows, ret.lpp, "none", n_valid, ret_base.reshape(-1), n_sel,
-                         ids_buf, R * G, 2 * R * G, scores=scores, **SELECT_OPTS)
+                         ids_buf, R * G, RO, scores=scores, **SELECT_OPTS)
 
         def attend():
-            paged_attention(q_rows, pool.k, pool.v, ids_buf, len_buf, scale, out=out, **PAGED_OPTS)
+            paged_attention(q_rows, pool.k, pool.v, ids_buf, len_buf, scale, out=out, row_queries=(q_off, q_cnt, G),
+                            **PAGED_OPTS)
 
         def step(i):
             if i % reuse == 0:  # the selector runs when the history length is a multiple of 4
                 select()
             attend()
 
+        def check():  # per query head: a streaming head attends over its KV head's row of pages
+            step(0)
+            per_q = lambda t: torch.cat([t[:, : R * G], t[:, R * G :].repeat_interleave(G, 1)], 1)  # noqa: E731
+            return check_close(out, _ref_pages(q_rows, pool, per_q(ids_buf), per_q(len_buf), scale))
+
         summary_bytes = B * R * ret.pps * ret.lpp * 2 * D * elem / reuse
-        attn = B * (R * G * n_sel * page + R * G * 384) * kv_bytes  # every query head reads its own pages
+        attn = B * (R * G * n_sel * page + R * 384) * kv_bytes  # retrieval: each query head its own pages
         return step, reuse, {"bytes": attn + summary_bytes, "selected_tokens": n_sel * page,
-                             "parts": {"selector": select, "attention": attend},
-                             "check": lambda: (step(0), check_close(out, _ref_pages(q_rows, pool, ids_buf, len_buf,
-                                                                                   scale)))[1]}
+                             "parts": {"selector": select, "attention": attend}, "check": check}
 
     if policy == "alisa_swa":
         r = 0.2

@@ -106,12 +106,12 @@ def _last_of_row(CNT, row, n_parts):
 
 
 @triton.jit
-def _split_start(Q, row, sm_scale, GQ: tl.constexpr, GQP: tl.constexpr, D: tl.constexpr, DOT_F32: tl.constexpr):
-    """A split program's start: the row's GQ queries (padded to GQP rows), the base-2 logit scale and an empty
-    online-softmax state (m, l, acc)."""
+def _split_start(Q, q0, gq, sm_scale, GQP: tl.constexpr, D: tl.constexpr, DOT_F32: tl.constexpr):
+    """A split program's start: the row's gq queries (Q rows q0 ..., padded to GQP rows), the base-2 logit scale
+    and an empty online-softmax state (m, l, acc)."""
     offs_g = tl.arange(0, GQP)
     offs_d = tl.arange(0, D)
-    q = tl.load(Q + (row * GQ + offs_g[:, None]) * D + offs_d[None, :], mask=offs_g[:, None] < GQ, other=0.0)
+    q = tl.load(Q + (q0 + offs_g[:, None]) * D + offs_d[None, :], mask=offs_g[:, None] < gq, other=0.0)
     if DOT_F32:
         q = q.to(tl.float32)
     return (q, sm_scale * 1.44269504, tl.full([GQP], float("-inf"), tl.float32), tl.zeros([GQP], tl.float32),
@@ -119,13 +119,14 @@ def _split_start(Q, row, sm_scale, GQ: tl.constexpr, GQP: tl.constexpr, D: tl.co
 
 
 @triton.jit
-def _store_partial(ACC, M, L, row, split, n_splits, acc, m_i, l_i, GQ: tl.constexpr, GQP: tl.constexpr,
+def _store_partial(ACC, M, L, row, split, n_splits, acc, m_i, l_i, gq, GQ: tl.constexpr, GQP: tl.constexpr,
                    D: tl.constexpr):
-    """A split's partial (acc [GQP, D], m / l [GQP]) for the GQ real rows only (GQ = 1 pads to 16 for tl.dot)."""
+    """A split's partial (acc [GQP, D], m / l [GQP]) for the row's gq <= GQ real queries only (GQ = 1 pads to 16
+    for tl.dot); partials are laid out GQ per (row, split)."""
     offs_g = tl.arange(0, GQP)
     offs_d = tl.arange(0, D)
     out = (row * n_splits + split) * GQ
-    gmask = offs_g < GQ
+    gmask = offs_g < gq
     tl.store(ACC + (out + offs_g[:, None]) * D + offs_d[None, :], acc, mask=gmask[:, None])
     tl.store(M + out + offs_g, m_i, mask=gmask)
     tl.store(L + out + offs_g, l_i, mask=gmask)
@@ -133,16 +134,16 @@ def _store_partial(ACC, M, L, row, split, n_splits, acc, m_i, l_i, GQ: tl.conste
 
 # ------------------------------------------------------------------------------------------ paged attention
 @triton.jit
-def _combine_row(ACC, M, L, O, row, n_splits, GQ: tl.constexpr, GQ2: tl.constexpr, D: tl.constexpr,
+def _combine_row(ACC, M, L, O, row, q0, gq, n_splits, GQ: tl.constexpr, GQ2: tl.constexpr, D: tl.constexpr,
                  SC: tl.constexpr):
-    """out[row] = the softmax-weighted sum of the row's split partials (ACC [S, GQ, D], M / L [S, GQ]).
+    """O rows q0 .. q0 + gq = the softmax-weighted sum of the row's split partials (ACC [S, GQ, D], M / L [S, GQ]).
 
     Works on the row flattened to C = GQ2 * D columns (GQ2 = GQ rounded up to a power of two, no tl.dot padding)
     and SC splits at a time, merging chunks with the online rule. A chunk's ACC, M and L loads are independent, so
     a row of <= SC splits costs one round trip to L2 (the partials were just written) instead of one per split."""
     offs_c = tl.arange(0, GQ2 * D)
     g = offs_c // D
-    cmask = g < GQ
+    cmask = g < gq
     base = row * n_splits * GQ
     m_run = tl.full([GQ2 * D], float("-inf"), tl.float32)
     l_run = tl.zeros([GQ2 * D], tl.float32)
@@ -162,7 +163,7 @@ def _combine_row(ACC, M, L, O, row, n_splits, GQ: tl.constexpr, GQ2: tl.constexp
         acc = acc * alpha + tl.sum(w * a, 0)
         m_run = m_new
     l_run = tl.where(l_run == 0.0, 1.0, l_run)
-    tl.store(O + row * GQ * D + offs_c, (acc / l_run).to(O.dtype.element_ty), mask=cmask)
+    tl.store(O + q0 * D + offs_c, (acc / l_run).to(O.dtype.element_ty), mask=cmask)
 
 
 def _combine_meta(GQ: int, D: int, n_splits: int) -> dict:
@@ -172,37 +173,17 @@ def _combine_meta(GQ: int, D: int, n_splits: int) -> dict:
 
 
 @triton.jit
-def _paged_split_kernel(Q, KP, VP, PAGES, PLEN, POS, POS_LO, ACC, M, L, O, CNT,
-                        n_pages, pages_per_split, n_splits, sm_scale, sink,
-                        GQ: tl.constexpr, GQP: tl.constexpr, PAGE: tl.constexpr, D: tl.constexpr,
-                        POS_FILTER: tl.constexpr, DOT_F32: tl.constexpr, PAGE_T: tl.constexpr, PPI: tl.constexpr,
-                        FUSE_COMBINE: tl.constexpr, GQ2: tl.constexpr, SC: tl.constexpr, PDL: tl.constexpr,
-                        PPS: tl.constexpr, SPLIT_FIRST: tl.constexpr):
-    _pdl_enter(PDL)
-    if SPLIT_FIRST:  # consecutive programs walk one row's splits (spreads a heavy row's splits over the SMs)
-        split = tl.program_id(0)
-        row = tl.program_id(1)
-    else:
-        row = tl.program_id(0)
-        split = tl.program_id(1)
+def _attend_pages(q, qk_scale, m_i, l_i, acc, KP, VP, POS, pids, ntoks, offs_p, pos_lo, sink,
+                  PAGE: tl.constexpr, D: tl.constexpr, POS_FILTER: tl.constexpr, DOT_F32: tl.constexpr,
+                  PAGE_T: tl.constexpr, PPI: tl.constexpr):
+    """The online softmax of q over a split's pages: pids / ntoks [PPS] pool page ids (-1 none) and tokens valid in
+    each, held in registers (offs_p = arange(PPS)). One iteration reads PPI pages as one tile of PPI * PAGE_T token
+    rows (PAGE_T = PAGE rounded up to a power of two; rows past a page's tokens are masked): bigger tiles keep more
+    bytes in flight per program, and tl.dot needs >= 16 rows."""
     offs_d = tl.arange(0, D)
-    # One iteration reads PPI pages as one tile of PPI * PAGE_T token rows (PAGE_T = PAGE rounded up to a power
-    # of two; rows past a page's tokens are masked): bigger tiles keep more bytes in flight per program, and
-    # tl.dot needs >= 16 rows.
     offs_t = tl.arange(0, PPI * PAGE_T)
     within = offs_t % PAGE_T
-    q, qk_scale, m_i, l_i, acc = _split_start(Q, row, sm_scale, GQ, GQP, D, DOT_F32)
-    # The split's page ids and lengths in one load, next to q's: loading each page's id inside the loop put a
-    # dependent memory round trip (~0.9 us on an H100 with L2 cold) in front of every page's K / V loads, which
-    # the software pipeline could not hide (measured: 64 empty pages in one program took 60 us).
-    offs_p = tl.arange(0, PPS)  # PPS = pages_per_split rounded up to a power of two
-    offs_j = split * pages_per_split + offs_p
-    jmask = (offs_p < pages_per_split) & (offs_j < n_pages)
-    pids = tl.load(PAGES + row * n_pages + offs_j, mask=jmask, other=-1)
-    ntoks = tl.where(pids >= 0, tl.load(PLEN + row * n_pages + offs_j, mask=jmask, other=0), 0)
     n_iter = tl.cdiv(tl.max(tl.where(ntoks > 0, offs_p + 1, 0)), PPI)  # up to the last page with tokens
-    if POS_FILTER:
-        pos_lo = tl.load(POS_LO + row)
     for it in range(0, n_iter):  # branch-free, so Triton pipelines the page loads
         # this tile's PPI page ids and lengths, picked from registers (no memory access), one per token row
         pick = offs_p[None, :] == it * PPI + tl.arange(0, PPI)[:, None]  # [PPI, PPS]
@@ -226,30 +207,103 @@ def _paged_split_kernel(Q, KP, VP, PAGES, PLEN, POS, POS_LO, ACC, M, L, O, CNT,
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
         acc, l_i = online_softmax_update(s, v, m_i, m_safe, l_i, acc, DOT_F32)
         m_i = m_new
-    _store_partial(ACC, M, L, row, split, n_splits, acc, m_i, l_i, GQ, GQP, D)
-    if FUSE_COMBINE:
-        if _last_of_row(CNT, row, n_splits):
-            _combine_row(ACC, M, L, O, row, n_splits, GQ, GQ2, D, SC)
+    return acc, m_i, l_i
 
 
 @triton.jit
-def _combine_kernel(ACC, M, L, O, n_splits, GQ: tl.constexpr, GQ2: tl.constexpr, D: tl.constexpr,
-                    SC: tl.constexpr, PDL: tl.constexpr):
+def _finish_split(ACC, M, L, O, CNT, row, q0, gq, split, n_splits, acc, m_i, l_i, GQ: tl.constexpr,
+                  GQP: tl.constexpr, D: tl.constexpr, FUSE_COMBINE: tl.constexpr, GQ2: tl.constexpr,
+                  SC: tl.constexpr):
+    """Store a split's partial; with FUSE_COMBINE the row's last program to finish writes the row's output."""
+    _store_partial(ACC, M, L, row, split, n_splits, acc, m_i, l_i, gq, GQ, GQP, D)
+    if FUSE_COMBINE:
+        if _last_of_row(CNT, row, n_splits):
+            _combine_row(ACC, M, L, O, row, q0, gq, n_splits, GQ, GQ2, D, SC)
+
+
+@triton.jit
+def _split_pages(PAGES, PLEN, row, split, n_pages, pages_per_split, PPS: tl.constexpr):
+    """A split's page ids and lengths in one load (offs_p, pids, ntoks): loading each page's id inside the page
+    loop put a dependent memory round trip (~0.9 us on an H100 with L2 cold) in front of every page's K / V
+    loads, which the software pipeline could not hide (measured: 64 empty pages in one program took 60 us)."""
+    offs_p = tl.arange(0, PPS)  # PPS = pages_per_split rounded up to a power of two
+    offs_j = split * pages_per_split + offs_p
+    jmask = (offs_p < pages_per_split) & (offs_j < n_pages)
+    pids = tl.load(PAGES + row * n_pages + offs_j, mask=jmask, other=-1)
+    ntoks = tl.where(pids >= 0, tl.load(PLEN + row * n_pages + offs_j, mask=jmask, other=0), 0)
+    return offs_p, pids, ntoks
+
+
+@triton.jit
+def _row_queries(QOFF, QCNT, row, GQ: tl.constexpr, ROW_Q: tl.constexpr):
+    """(first Q row, number of queries) of a row: GQ per row in order, or per-row tables (ROW_Q)."""
+    if ROW_Q:
+        return tl.load(QOFF + row), tl.load(QCNT + row)
+    else:
+        return row * GQ, GQ
+
+
+@triton.jit
+def _paged_split_kernel(Q, QOFF, QCNT, KP, VP, PAGES, PLEN, POS, POS_LO, ACC, M, L, O, CNT,
+                        n_pages, pages_per_split, n_splits, sm_scale, sink,
+                        GQ: tl.constexpr, GQP: tl.constexpr, PAGE: tl.constexpr, D: tl.constexpr,
+                        POS_FILTER: tl.constexpr, DOT_F32: tl.constexpr, PAGE_T: tl.constexpr, PPI: tl.constexpr,
+                        FUSE_COMBINE: tl.constexpr, GQ2: tl.constexpr, SC: tl.constexpr, PDL: tl.constexpr,
+                        PPS: tl.constexpr, SPLIT_FIRST: tl.constexpr, ROW_Q: tl.constexpr):
     _pdl_enter(PDL)
-    _combine_row(ACC, M, L, O, tl.program_id(0), n_splits, GQ, GQ2, D, SC)
+    if SPLIT_FIRST:  # consecutive programs walk one row's splits (spreads a heavy row's splits over the SMs)
+        split = tl.program_id(0)
+        row = tl.program_id(1)
+    else:
+        row = tl.program_id(0)
+        split = tl.program_id(1)
+    q0, gq = _row_queries(QOFF, QCNT, row, GQ, ROW_Q)
+    q, qk_scale, m_i, l_i, acc = _split_start(Q, q0, gq, sm_scale, GQP, D, DOT_F32)
+    offs_p, pids, ntoks = _split_pages(PAGES, PLEN, row, split, n_pages, pages_per_split, PPS)
+    pos_lo = 0
+    if POS_FILTER:
+        pos_lo = tl.load(POS_LO + row)
+    acc, m_i, l_i = _attend_pages(q, qk_scale, m_i, l_i, acc, KP, VP, POS, pids, ntoks, offs_p, pos_lo, sink,
+                                  PAGE, D, POS_FILTER, DOT_F32, PAGE_T, PPI)
+    _finish_split(ACC, M, L, O, CNT, row, q0, gq, split, n_splits, acc, m_i, l_i, GQ, GQP, D, FUSE_COMBINE, GQ2, SC)
+
+
+@triton.jit
+def _combine_kernel(ACC, M, L, O, QOFF, QCNT, n_splits, GQ: tl.constexpr, GQ2: tl.constexpr, D: tl.constexpr,
+                    SC: tl.constexpr, PDL: tl.constexpr, ROW_Q: tl.constexpr):
+    _pdl_enter(PDL)
+    row = tl.program_id(0)
+    q0, gq = _row_queries(QOFF, QCNT, row, GQ, ROW_Q)
+    _combine_row(ACC, M, L, O, row, q0, gq, n_splits, GQ, GQ2, D, SC)
 
 
 def paged_attention(q_rows, k_pool, v_pool, pages, page_len, scaling: float, pos_filter=None,
                     pages_per_split: int | None = None, num_warps: int = 4, num_stages: int = 2, out=None,
                     fuse_combine: bool = True, pdl: bool = False, pages_per_iter: int = 1,
-                    split_first: bool = False):
+                    split_first: bool = False, row_queries=None):
     """q_rows [B, R, GQ, D] against the listed pages -> out [B, R, GQ, D] (q's dtype).
     pdl: programmatic dependent launch (see `use_pdl`). pages_per_iter: pages read as
     one tile per loop iteration (raised to reach 16 token rows); split_first: launch order of the programs.
 
     pos_filter: (pos_pool [P, page] int64, sink int, pos_lo [B, R]) keeps tokens with position < sink or
-    >= pos_lo (page-granular windows over a ring of pages)."""
-    B, R, GQ, D = q_rows.shape
+    >= pos_lo (page-granular windows over a ring of pages).
+    row_queries: (q_off [B, R], q_cnt [B, R] int32, GQ): rows with their own number of queries in one launch
+    (e.g. LServe: one row per retrieval query head, which selects its own pages, and one row per streaming KV
+    head, whose query group shares its pages, so they are read once). Row r attends with queries q_off[r] ..
+    q_off[r] + q_cnt[r] (q_cnt <= GQ) of q_rows flattened to [-1, D] and writes those rows of out (q_rows'
+    shape); rows = pages' [B, R]."""
+    if row_queries is not None:
+        q_off, q_cnt, GQ = row_queries
+        B, R = pages.shape[:2]
+        D = q_rows.shape[-1]
+        if not 1 <= GQ <= 128 or q_off.shape != (B, R) or q_cnt.shape != (B, R):
+            raise ValueError(f"row_queries: q_off / q_cnt must be [B, R] = {(B, R)} (got {tuple(q_off.shape)}, "
+                             f"{tuple(q_cnt.shape)}) and GQ in 1..128 (got {GQ})")
+        q_off = q_off.to(torch.int32).contiguous()
+        q_cnt = q_cnt.to(torch.int32).contiguous()
+    else:
+        B, R, GQ, D = q_rows.shape
+        q_off = q_cnt = pages  # unused placeholders
     page = k_pool.shape[1]
     NP = pages.shape[-1]
     rows = B * R
@@ -274,33 +328,37 @@ def paged_attention(q_rows, k_pool, v_pool, pages, page_len, scaling: float, pos
     else:
         pos_pool, sink, pos_lo = pages, 0, pages  # unused placeholders
     if out is None:
-        out = torch.empty(B, R, GQ, D, dtype=q_rows.dtype, device=q.device)
+        out = torch.empty(q_rows.shape if row_queries is not None else (B, R, GQ, D), dtype=q_rows.dtype,
+                          device=q.device)
     cnt = _counters(q.device, rows) if fuse_combine else pages
-    meta = {**_combine_meta(GQ, D, n_splits), "PDL": use_pdl(q.device, pdl)}
+    meta = {**_combine_meta(GQ, D, n_splits), "PDL": use_pdl(q.device, pdl), "ROW_Q": row_queries is not None}
     page_t = triton.next_power_of_2(page)
     ppi = max(triton.next_power_of_2(pages_per_iter), triton.cdiv(16, page_t))
     _paged_split_kernel[(n_splits, rows) if split_first else (rows, n_splits)](
-        q, k_pool, v_pool, pages, page_len, pos_pool, pos_lo, acc, m, lse, out, cnt, NP, pages_per_split, n_splits,
+        q, q_off, q_cnt, k_pool, v_pool, pages, page_len, pos_pool, pos_lo, acc, m, lse, out, cnt, NP, pages_per_split,
+        n_splits,
         scaling, sink, GQ=GQ, GQP=GQP, PAGE=page, D=D, POS_FILTER=pos_filter is not None,
         DOT_F32=INTERPRET or q.dtype == torch.float32, PAGE_T=page_t, PPI=ppi, FUSE_COMBINE=fuse_combine, **meta,
         PPS=_pow2(pages_per_split, ppi), SPLIT_FIRST=split_first,
         num_warps=num_warps, num_stages=1 if INTERPRET else num_stages, launch_pdl=meta["PDL"])
     if not fuse_combine:
-        _combine_kernel[(rows,)](acc, m, lse, out, n_splits, GQ=GQ, D=D, **meta, num_warps=4, launch_pdl=meta["PDL"])
+        _combine_kernel[(rows,)](acc, m, lse, out, q_off, q_cnt, n_splits, GQ=GQ, D=D, **meta, num_warps=4,
+                                 launch_pdl=meta["PDL"])
     return out
 
 
 # ------------------------------------------------------------------------------------------ page scores
 @triton.jit
-def _page_scores_block(Q, KMIN, KMAX, LP, OUT, row, pb, n_phys, n_lp_rows,
+def _page_scores_block(Q, q_row0, KMIN, KMAX, LP, OUT, row, pb, n_phys, n_lp_rows,
                        GQ: tl.constexpr, GQP: tl.constexpr, D: tl.constexpr, LPP: tl.constexpr,
                        BLOCK_P: tl.constexpr, REDUCE: tl.constexpr, DOT_F32: tl.constexpr):
-    """Scores of physical pages [pb * BLOCK_P, +BLOCK_P) of `row` into OUT: one row per query head (REDUCE 0,
-    the summaries read once for all of them), or the max (1) / sum (2) over the row's query heads."""
+    """Scores of physical pages [pb * BLOCK_P, +BLOCK_P) of KV row `row` (its GQ queries: Q rows q_row0 ...) into
+    OUT: one row per query head (REDUCE 0, the summaries read once for all of them), or the max (1) / sum (2)
+    over the row's query heads."""
     offs_g = tl.arange(0, GQP)
     offs_d = tl.arange(0, D)
     offs_l = pb * BLOCK_P * LPP + tl.arange(0, BLOCK_P * LPP)  # logical pages of this block
-    q = tl.load(Q + (row * GQ + offs_g[:, None]) * D + offs_d[None, :], mask=offs_g[:, None] < GQ, other=0.0)
+    q = tl.load(Q + (q_row0 + offs_g[:, None]) * D + offs_d[None, :], mask=offs_g[:, None] < GQ, other=0.0)
     lp = tl.load(LP + row * n_lp_rows + offs_l, mask=offs_l < n_lp_rows, other=-1)
     ok = lp >= 0
     lpi = tl.where(ok, lp, 0).to(tl.int64)
@@ -337,8 +395,8 @@ def _page_scores_kernel(Q, KMIN, KMAX, LP, OUT, n_phys, n_lp_rows,
                         GQ: tl.constexpr, GQP: tl.constexpr, D: tl.constexpr, LPP: tl.constexpr,
                         BLOCK_P: tl.constexpr, REDUCE: tl.constexpr, DOT_F32: tl.constexpr, PDL: tl.constexpr):
     _pdl_enter(PDL)
-    _page_scores_block(Q, KMIN, KMAX, LP, OUT, tl.program_id(0), tl.program_id(1), n_phys, n_lp_rows,
-                       GQ, GQP, D, LPP, BLOCK_P, REDUCE, DOT_F32)
+    _page_scores_block(Q, tl.program_id(0) * GQ, KMIN, KMAX, LP, OUT, tl.program_id(0), tl.program_id(1), n_phys,
+                       n_lp_rows, GQ, GQP, D, LPP, BLOCK_P, REDUCE, DOT_F32)
 
 
 def page_scores_triton(q_rows, kmin_flat, kmax_flat, lp_rows, logical_per_page: int, reduce: str = "max",
@@ -370,13 +428,24 @@ def page_scores_triton(q_rows, kmin_flat, kmax_flat, lp_rows, logical_per_page: 
 @triton.jit
 def _select_rows(SC, NPAGES, BASE, OUT, srow, rmask, n_cols, k_sel, out_width, rows_per_batch, out_rows_per_batch,
                  BLOCK: tl.constexpr, SEARCH: tl.constexpr):
-    """For score rows srow [R] (rmask: real rows; R = 1 in `top_pages`): the k_sel - 1 best pages among all but
-    the last valid page (ties to the lower page), in page order, then the last page; written as pool ids
-    (BASE[row] + stream page) into OUT[out row, :k_sel]. No sort: each row's threshold is searched on the
-    scores' sortable bits between the row's smallest and largest key, one CTA-wide count per pass, stopping as
-    soon as exactly k_sel - 1 keys are at or above a candidate; then a prefix-sum compaction. SEARCH 0:
-    bisection; 1: each candidate interpolated from the counts at the bracket's ends (regula falsi, Illinois
-    variant; in simulation 6.5 / 9.4 / 6.7 passes against bisection's 15 / 9.7 / 11 for 2K normal,
+    """For score rows srow [R] (rmask: real rows; R = 1 in `top_pages`): the selection of `_row_take` written as
+    pool ids (BASE[row] + stream page) in page order into OUT[out row, :k_sel - 1], the last page in column
+    k_sel - 1."""
+    offs, take, kk, n_valid, base = _row_take(SC, NPAGES, BASE, srow, rmask, n_cols, k_sel, BLOCK, SEARCH)
+    pos = tl.cumsum(take.to(tl.int32), 1) - 1
+    out_row = (srow // rows_per_batch) * out_rows_per_batch + srow % rows_per_batch
+    tl.store(OUT + out_row[:, None] * out_width + pos, (base[:, None] + offs[None, :]).to(tl.int32), mask=take)
+    tl.store(OUT + out_row * out_width + kk, (base + n_valid - 1).to(tl.int32), mask=rmask)
+
+
+@triton.jit
+def _row_take(SC, NPAGES, BASE, srow, rmask, n_cols, k_sel, BLOCK: tl.constexpr, SEARCH: tl.constexpr):
+    """For score rows srow [R] (rmask: real rows): take [R, BLOCK], the k_sel - 1 best pages among all but the
+    last valid page (ties to the lower page); returns (offs, take, kk = k_sel - 1, n_valid [R], base [R]).
+    No sort: each row's threshold is searched on the scores' sortable bits between the row's smallest and largest
+    key, one CTA-wide count per pass, stopping as soon as exactly k_sel - 1 keys are at or above a candidate.
+    SEARCH 0: bisection; 1: each candidate interpolated from the counts at the bracket's ends (regula falsi,
+    Illinois variant; in simulation 6.5 / 9.4 / 6.7 passes against bisection's 15 / 9.7 / 11 for 2K normal,
     shifted half-normal and exponential scores)."""
     offs = tl.arange(0, BLOCK)
     # three independent loads in flight together (the score load does not wait for n_valid)
@@ -429,10 +498,7 @@ def _select_rows(SC, NPAGES, BASE, OUT, srow, rmask, n_cols, k_sel, out_width, r
     eq = (key == lo[:, None]) & ok
     take = greater | (eq & (tl.cumsum(eq.to(tl.int32), 1) <= need[:, None]))
     take = take & (tl.zeros_like(offs)[None, :] < kk)  # k_sel == 1: only the last page
-    pos = tl.cumsum(take.to(tl.int32), 1) - 1
-    out_row = (srow // rows_per_batch) * out_rows_per_batch + srow % rows_per_batch
-    tl.store(OUT + out_row[:, None] * out_width + pos, (base[:, None] + offs[None, :]).to(tl.int32), mask=take)
-    tl.store(OUT + out_row * out_width + kk, (base + n_valid - 1).to(tl.int32), mask=rmask)
+    return offs, take, kk, n_valid, base
 
 
 @triton.jit
@@ -488,7 +554,7 @@ def _gather_split_kernel(Q, KF, VF, IDX, LOGITS, ACC, M, L, n_tok, tok_per_split
     split = tl.program_id(1)
     offs_g = tl.arange(0, GQP)
     offs_d = tl.arange(0, D)
-    q, qk_scale, m_i, l_i, acc = _split_start(Q, row, sm_scale, GQ, GQP, D, DOT_F32)
+    q, qk_scale, m_i, l_i, acc = _split_start(Q, row * GQ, GQ, sm_scale, GQP, D, DOT_F32)
     lo = split * tok_per_split
     hi = tl.minimum(lo + tok_per_split, n_tok)
     for t0 in range(lo, hi, BLOCK_T):
@@ -509,7 +575,7 @@ def _gather_split_kernel(Q, KF, VF, IDX, LOGITS, ACC, M, L, n_tok, tok_per_split
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
         acc, l_i = online_softmax_update(s, v, m_i, m_safe, l_i, acc, DOT_F32)
         m_i = m_new
-    _store_partial(ACC, M, L, row, split, n_splits, acc, m_i, l_i, GQ, GQP, D)
+    _store_partial(ACC, M, L, row, split, n_splits, acc, m_i, l_i, GQ, GQ, GQP, D)
 
 
 @triton.jit
@@ -556,8 +622,8 @@ def gathered_attention(q_rows, k_flat, v_flat, idx, scaling: float, tok_per_spli
                                            scaling, GQ=GQ, GQP=GQP, D=D, BLOCK_T=block_t,
                                            DOT_F32=INTERPRET or q.dtype == torch.float32, num_warps=4)
     out = torch.empty(B, R, GQ, D, dtype=q_rows.dtype, device=q.device)
-    _combine_kernel[(rows,)](acc, m, lse, out, n_splits, GQ=GQ, D=D, **_combine_meta(GQ, D, n_splits), PDL=False,
-                             num_warps=4)
+    _combine_kernel[(rows,)](acc, m, lse, out, idx, idx, n_splits, GQ=GQ, D=D, **_combine_meta(GQ, D, n_splits),
+                             PDL=False, ROW_Q=False, num_warps=4)
     probs = torch.empty(rows, GQ, T, dtype=torch.float32, device=q.device)
     _probs_kernel[(rows, triton.cdiv(T, 256))](logits, m, lse, probs, T, n_splits, GQ=GQ, GQP=GQP,
                                                S_P2=_pow2(n_splits, 1), BLOCK_T=256, num_warps=4)

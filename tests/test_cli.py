@@ -87,6 +87,7 @@ BAD = [
     (["-m", "policy=full,nope"], "policy='nope'", "streaming_llm"),
     (["task=latency_attention", "task.decode_l2=cold"], "task.decode_l2='cold'", "flushed or warm"),
     (["task=latency_attention", "task.decode_layers=0"], "task.decode_layers=0", ">= 1"),
+    (["task=latency_attention", "task.decode_configs=[4x3x8q]"], "task.decode_configs=['4x3x8q']", "split-first"),
 ]
 
 

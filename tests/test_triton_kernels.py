@@ -279,3 +279,29 @@ def test_top_pages_kernel(search):
             if k_sel - 1 <= n - 1:
                 assert got == [int(base[r]) + j for j in want] + [int(base[r]) + n - 1], (r, k_sel)
             assert (out[r, k_sel:] == -7).all()  # nothing written past k_sel
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_paged_attention_rows_of_their_own_query_count(fuse):
+    """row_queries: one launch where rows attend with 1 or 4 queries (LServe: a row per retrieval query head, a
+    row per streaming KV head) equals one row per query over the same pages; other queries stay untouched."""
+    from sparsebench.kernels.triton_decode import paged_attention
+
+    g = torch.Generator().manual_seed(9)
+    kp, vp = torch.randn(30, 16, 32, generator=g), torch.randn(30, 16, 32, generator=g)
+    B, n_q, D = 2, 7, 32  # per batch: queries 0-1 one row each, 2-5 one row of 4, query 6 in no row
+    q = torch.randn(B, n_q, 1, D, generator=g)
+    pages = torch.randint(0, 30, (B, 3, 9), generator=g, dtype=torch.int32)
+    pages[1, 2, 4:] = -1
+    plen = torch.where(pages >= 0, torch.randint(1, 17, pages.shape, generator=g, dtype=torch.int32), 0)
+    q_off = torch.tensor([[0, 1, 2], [7, 8, 9]], dtype=torch.int32)
+    q_cnt = torch.tensor([[1, 1, 4]] * 2, dtype=torch.int32)
+    out = torch.full_like(q, 7.0)
+    paged_attention(q, kp, vp, pages, plen, 0.3, out=out, row_queries=(q_off, q_cnt, 4), pages_per_split=2,
+                    fuse_combine=fuse)
+    per_q = lambda t: torch.cat([t[:, :2], t[:, 2:].repeat_interleave(4, 1)], 1)  # noqa: E731
+    want = paged_attention(q[:, :6], kp, vp, per_q(pages), per_q(plen), 0.3)
+    assert torch.allclose(out[:, :6], want, atol=1e-5)
+    assert (out[:, 6] == 7.0).all()
+    with pytest.raises(ValueError, match="row_queries"):
+        paged_attention(q, kp, vp, pages, plen, 0.3, row_queries=(q_off[:, :2], q_cnt, 4))
