@@ -173,17 +173,47 @@ def _combine_meta(GQ: int, D: int, n_splits: int) -> dict:
 
 
 @triton.jit
-def _attend_pages(q, qk_scale, m_i, l_i, acc, KP, VP, POS, pids, ntoks, offs_p, pos_lo, sink,
-                  PAGE: tl.constexpr, D: tl.constexpr, POS_FILTER: tl.constexpr, DOT_F32: tl.constexpr,
-                  PAGE_T: tl.constexpr, PPI: tl.constexpr):
-    """The online softmax of q over a split's pages: pids / ntoks [PPS] pool page ids (-1 none) and tokens valid in
-    each, held in registers (offs_p = arange(PPS)). One iteration reads PPI pages as one tile of PPI * PAGE_T token
-    rows (PAGE_T = PAGE rounded up to a power of two; rows past a page's tokens are masked): bigger tiles keep more
-    bytes in flight per program, and tl.dot needs >= 16 rows."""
+def _row_queries(QOFF, QCNT, row, GQ: tl.constexpr, ROW_Q: tl.constexpr):
+    """(first Q row, number of queries) of a row: GQ per row in order, or per-row tables (ROW_Q)."""
+    if ROW_Q:
+        return tl.load(QOFF + row), tl.load(QCNT + row)
+    else:
+        return row * GQ, GQ
+
+
+@triton.jit
+def _paged_split_kernel(Q, QOFF, QCNT, KP, VP, PAGES, PLEN, POS, POS_LO, ACC, M, L, O, CNT,
+                        n_pages, pages_per_split, n_splits, sm_scale, sink,
+                        GQ: tl.constexpr, GQP: tl.constexpr, PAGE: tl.constexpr, D: tl.constexpr,
+                        POS_FILTER: tl.constexpr, DOT_F32: tl.constexpr, PAGE_T: tl.constexpr, PPI: tl.constexpr,
+                        FUSE_COMBINE: tl.constexpr, GQ2: tl.constexpr, SC: tl.constexpr, PDL: tl.constexpr,
+                        PPS: tl.constexpr, SPLIT_FIRST: tl.constexpr, ROW_Q: tl.constexpr):
+    _pdl_enter(PDL)
+    if SPLIT_FIRST:  # consecutive programs walk one row's splits (spreads a heavy row's splits over the SMs)
+        split = tl.program_id(0)
+        row = tl.program_id(1)
+    else:
+        row = tl.program_id(0)
+        split = tl.program_id(1)
     offs_d = tl.arange(0, D)
+    # One iteration reads PPI pages as one tile of PPI * PAGE_T token rows (PAGE_T = PAGE rounded up to a power
+    # of two; rows past a page's tokens are masked): bigger tiles keep more bytes in flight per program, and
+    # tl.dot needs >= 16 rows.
     offs_t = tl.arange(0, PPI * PAGE_T)
     within = offs_t % PAGE_T
+    q0, gq = _row_queries(QOFF, QCNT, row, GQ, ROW_Q)
+    q, qk_scale, m_i, l_i, acc = _split_start(Q, q0, gq, sm_scale, GQP, D, DOT_F32)
+    # The split's page ids and lengths in one load, next to q's: loading each page's id inside the loop put a
+    # dependent memory round trip (~0.9 us on an H100 with L2 cold) in front of every page's K / V loads, which
+    # the software pipeline could not hide (measured: 64 empty pages in one program took 60 us).
+    offs_p = tl.arange(0, PPS)  # PPS = pages_per_split rounded up to a power of two
+    offs_j = split * pages_per_split + offs_p
+    jmask = (offs_p < pages_per_split) & (offs_j < n_pages)
+    pids = tl.load(PAGES + row * n_pages + offs_j, mask=jmask, other=-1)
+    ntoks = tl.where(pids >= 0, tl.load(PLEN + row * n_pages + offs_j, mask=jmask, other=0), 0)
     n_iter = tl.cdiv(tl.max(tl.where(ntoks > 0, offs_p + 1, 0)), PPI)  # up to the last page with tokens
+    if POS_FILTER:
+        pos_lo = tl.load(POS_LO + row)
     for it in range(0, n_iter):  # branch-free, so Triton pipelines the page loads
         # this tile's PPI page ids and lengths, picked from registers (no memory access), one per token row
         pick = offs_p[None, :] == it * PPI + tl.arange(0, PPI)[:, None]  # [PPI, PPS]
@@ -207,65 +237,10 @@ def _attend_pages(q, qk_scale, m_i, l_i, acc, KP, VP, POS, pids, ntoks, offs_p, 
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
         acc, l_i = online_softmax_update(s, v, m_i, m_safe, l_i, acc, DOT_F32)
         m_i = m_new
-    return acc, m_i, l_i
-
-
-@triton.jit
-def _finish_split(ACC, M, L, O, CNT, row, q0, gq, split, n_splits, acc, m_i, l_i, GQ: tl.constexpr,
-                  GQP: tl.constexpr, D: tl.constexpr, FUSE_COMBINE: tl.constexpr, GQ2: tl.constexpr,
-                  SC: tl.constexpr):
-    """Store a split's partial; with FUSE_COMBINE the row's last program to finish writes the row's output."""
     _store_partial(ACC, M, L, row, split, n_splits, acc, m_i, l_i, gq, GQ, GQP, D)
     if FUSE_COMBINE:
         if _last_of_row(CNT, row, n_splits):
             _combine_row(ACC, M, L, O, row, q0, gq, n_splits, GQ, GQ2, D, SC)
-
-
-@triton.jit
-def _split_pages(PAGES, PLEN, row, split, n_pages, pages_per_split, PPS: tl.constexpr):
-    """A split's page ids and lengths in one load (offs_p, pids, ntoks): loading each page's id inside the page
-    loop put a dependent memory round trip (~0.9 us on an H100 with L2 cold) in front of every page's K / V
-    loads, which the software pipeline could not hide (measured: 64 empty pages in one program took 60 us)."""
-    offs_p = tl.arange(0, PPS)  # PPS = pages_per_split rounded up to a power of two
-    offs_j = split * pages_per_split + offs_p
-    jmask = (offs_p < pages_per_split) & (offs_j < n_pages)
-    pids = tl.load(PAGES + row * n_pages + offs_j, mask=jmask, other=-1)
-    ntoks = tl.where(pids >= 0, tl.load(PLEN + row * n_pages + offs_j, mask=jmask, other=0), 0)
-    return offs_p, pids, ntoks
-
-
-@triton.jit
-def _row_queries(QOFF, QCNT, row, GQ: tl.constexpr, ROW_Q: tl.constexpr):
-    """(first Q row, number of queries) of a row: GQ per row in order, or per-row tables (ROW_Q)."""
-    if ROW_Q:
-        return tl.load(QOFF + row), tl.load(QCNT + row)
-    else:
-        return row * GQ, GQ
-
-
-@triton.jit
-def _paged_split_kernel(Q, QOFF, QCNT, KP, VP, PAGES, PLEN, POS, POS_LO, ACC, M, L, O, CNT,
-                        n_pages, pages_per_split, n_splits, sm_scale, sink,
-                        GQ: tl.constexpr, GQP: tl.constexpr, PAGE: tl.constexpr, D: tl.constexpr,
-                        POS_FILTER: tl.constexpr, DOT_F32: tl.constexpr, PAGE_T: tl.constexpr, PPI: tl.constexpr,
-                        FUSE_COMBINE: tl.constexpr, GQ2: tl.constexpr, SC: tl.constexpr, PDL: tl.constexpr,
-                        PPS: tl.constexpr, SPLIT_FIRST: tl.constexpr, ROW_Q: tl.constexpr):
-    _pdl_enter(PDL)
-    if SPLIT_FIRST:  # consecutive programs walk one row's splits (spreads a heavy row's splits over the SMs)
-        split = tl.program_id(0)
-        row = tl.program_id(1)
-    else:
-        row = tl.program_id(0)
-        split = tl.program_id(1)
-    q0, gq = _row_queries(QOFF, QCNT, row, GQ, ROW_Q)
-    q, qk_scale, m_i, l_i, acc = _split_start(Q, q0, gq, sm_scale, GQP, D, DOT_F32)
-    offs_p, pids, ntoks = _split_pages(PAGES, PLEN, row, split, n_pages, pages_per_split, PPS)
-    pos_lo = 0
-    if POS_FILTER:
-        pos_lo = tl.load(POS_LO + row)
-    acc, m_i, l_i = _attend_pages(q, qk_scale, m_i, l_i, acc, KP, VP, POS, pids, ntoks, offs_p, pos_lo, sink,
-                                  PAGE, D, POS_FILTER, DOT_F32, PAGE_T, PPI)
-    _finish_split(ACC, M, L, O, CNT, row, q0, gq, split, n_splits, acc, m_i, l_i, GQ, GQP, D, FUSE_COMBINE, GQ2, SC)
 
 
 @triton.jit
@@ -336,8 +311,7 @@ def paged_attention(q_rows, k_pool, v_pool, pages, page_len, scaling: float, pos
     ppi = max(triton.next_power_of_2(pages_per_iter), triton.cdiv(16, page_t))
     _paged_split_kernel[(n_splits, rows) if split_first else (rows, n_splits)](
         q, q_off, q_cnt, k_pool, v_pool, pages, page_len, pos_pool, pos_lo, acc, m, lse, out, cnt, NP, pages_per_split,
-        n_splits,
-        scaling, sink, GQ=GQ, GQP=GQP, PAGE=page, D=D, POS_FILTER=pos_filter is not None,
+        n_splits, scaling, sink, GQ=GQ, GQP=GQP, PAGE=page, D=D, POS_FILTER=pos_filter is not None,
         DOT_F32=INTERPRET or q.dtype == torch.float32, PAGE_T=page_t, PPI=ppi, FUSE_COMBINE=fuse_combine, **meta,
         PPS=_pow2(pages_per_split, ppi), SPLIT_FIRST=split_first,
         num_warps=num_warps, num_stages=1 if INTERPRET else num_stages, launch_pdl=meta["PDL"])
@@ -349,16 +323,15 @@ def paged_attention(q_rows, k_pool, v_pool, pages, page_len, scaling: float, pos
 
 # ------------------------------------------------------------------------------------------ page scores
 @triton.jit
-def _page_scores_block(Q, q_row0, KMIN, KMAX, LP, OUT, row, pb, n_phys, n_lp_rows,
+def _page_scores_block(Q, KMIN, KMAX, LP, OUT, row, pb, n_phys, n_lp_rows,
                        GQ: tl.constexpr, GQP: tl.constexpr, D: tl.constexpr, LPP: tl.constexpr,
                        BLOCK_P: tl.constexpr, REDUCE: tl.constexpr, DOT_F32: tl.constexpr):
-    """Scores of physical pages [pb * BLOCK_P, +BLOCK_P) of KV row `row` (its GQ queries: Q rows q_row0 ...) into
-    OUT: one row per query head (REDUCE 0, the summaries read once for all of them), or the max (1) / sum (2)
-    over the row's query heads."""
+    """Scores of physical pages [pb * BLOCK_P, +BLOCK_P) of `row` into OUT: one row per query head (REDUCE 0,
+    the summaries read once for all of them), or the max (1) / sum (2) over the row's query heads."""
     offs_g = tl.arange(0, GQP)
     offs_d = tl.arange(0, D)
     offs_l = pb * BLOCK_P * LPP + tl.arange(0, BLOCK_P * LPP)  # logical pages of this block
-    q = tl.load(Q + (q_row0 + offs_g[:, None]) * D + offs_d[None, :], mask=offs_g[:, None] < GQ, other=0.0)
+    q = tl.load(Q + (row * GQ + offs_g[:, None]) * D + offs_d[None, :], mask=offs_g[:, None] < GQ, other=0.0)
     lp = tl.load(LP + row * n_lp_rows + offs_l, mask=offs_l < n_lp_rows, other=-1)
     ok = lp >= 0
     lpi = tl.where(ok, lp, 0).to(tl.int64)
@@ -395,8 +368,8 @@ def _page_scores_kernel(Q, KMIN, KMAX, LP, OUT, n_phys, n_lp_rows,
                         GQ: tl.constexpr, GQP: tl.constexpr, D: tl.constexpr, LPP: tl.constexpr,
                         BLOCK_P: tl.constexpr, REDUCE: tl.constexpr, DOT_F32: tl.constexpr, PDL: tl.constexpr):
     _pdl_enter(PDL)
-    _page_scores_block(Q, tl.program_id(0) * GQ, KMIN, KMAX, LP, OUT, tl.program_id(0), tl.program_id(1), n_phys,
-                       n_lp_rows, GQ, GQP, D, LPP, BLOCK_P, REDUCE, DOT_F32)
+    _page_scores_block(Q, KMIN, KMAX, LP, OUT, tl.program_id(0), tl.program_id(1), n_phys, n_lp_rows,
+                       GQ, GQP, D, LPP, BLOCK_P, REDUCE, DOT_F32)
 
 
 def page_scores_triton(q_rows, kmin_flat, kmax_flat, lp_rows, logical_per_page: int, reduce: str = "max",
@@ -428,24 +401,13 @@ def page_scores_triton(q_rows, kmin_flat, kmax_flat, lp_rows, logical_per_page: 
 @triton.jit
 def _select_rows(SC, NPAGES, BASE, OUT, srow, rmask, n_cols, k_sel, out_width, rows_per_batch, out_rows_per_batch,
                  BLOCK: tl.constexpr, SEARCH: tl.constexpr):
-    """For score rows srow [R] (rmask: real rows; R = 1 in `top_pages`): the selection of `_row_take` written as
-    pool ids (BASE[row] + stream page) in page order into OUT[out row, :k_sel - 1], the last page in column
-    k_sel - 1."""
-    offs, take, kk, n_valid, base = _row_take(SC, NPAGES, BASE, srow, rmask, n_cols, k_sel, BLOCK, SEARCH)
-    pos = tl.cumsum(take.to(tl.int32), 1) - 1
-    out_row = (srow // rows_per_batch) * out_rows_per_batch + srow % rows_per_batch
-    tl.store(OUT + out_row[:, None] * out_width + pos, (base[:, None] + offs[None, :]).to(tl.int32), mask=take)
-    tl.store(OUT + out_row * out_width + kk, (base + n_valid - 1).to(tl.int32), mask=rmask)
-
-
-@triton.jit
-def _row_take(SC, NPAGES, BASE, srow, rmask, n_cols, k_sel, BLOCK: tl.constexpr, SEARCH: tl.constexpr):
-    """For score rows srow [R] (rmask: real rows): take [R, BLOCK], the k_sel - 1 best pages among all but the
-    last valid page (ties to the lower page); returns (offs, take, kk = k_sel - 1, n_valid [R], base [R]).
-    No sort: each row's threshold is searched on the scores' sortable bits between the row's smallest and largest
-    key, one CTA-wide count per pass, stopping as soon as exactly k_sel - 1 keys are at or above a candidate.
-    SEARCH 0: bisection; 1: each candidate interpolated from the counts at the bracket's ends (regula falsi,
-    Illinois variant; in simulation 6.5 / 9.4 / 6.7 passes against bisection's 15 / 9.7 / 11 for 2K normal,
+    """For score rows srow [R] (rmask: real rows; R = 1 in `top_pages`): the k_sel - 1 best pages among all but
+    the last valid page (ties to the lower page), in page order, then the last page; written as pool ids
+    (BASE[row] + stream page) into OUT[out row, :k_sel]. No sort: each row's threshold is searched on the
+    scores' sortable bits between the row's smallest and largest key, one CTA-wide count per pass, stopping as
+    soon as exactly k_sel - 1 keys are at or above a candidate; then a prefix-sum compaction. SEARCH 0:
+    bisection; 1: each candidate interpolated from the counts at the bracket's ends (regula falsi, Illinois
+    variant; in simulation 6.5 / 9.4 / 6.7 passes against bisection's 15 / 9.7 / 11 for 2K normal,
     shifted half-normal and exponential scores)."""
     offs = tl.arange(0, BLOCK)
     # three independent loads in flight together (the score load does not wait for n_valid)
@@ -498,7 +460,10 @@ def _row_take(SC, NPAGES, BASE, srow, rmask, n_cols, k_sel, BLOCK: tl.constexpr,
     eq = (key == lo[:, None]) & ok
     take = greater | (eq & (tl.cumsum(eq.to(tl.int32), 1) <= need[:, None]))
     take = take & (tl.zeros_like(offs)[None, :] < kk)  # k_sel == 1: only the last page
-    return offs, take, kk, n_valid, base
+    pos = tl.cumsum(take.to(tl.int32), 1) - 1
+    out_row = (srow // rows_per_batch) * out_rows_per_batch + srow % rows_per_batch
+    tl.store(OUT + out_row[:, None] * out_width + pos, (base[:, None] + offs[None, :]).to(tl.int32), mask=take)
+    tl.store(OUT + out_row * out_width + kk, (base + n_valid - 1).to(tl.int32), mask=rmask)
 
 
 @triton.jit

@@ -38,22 +38,35 @@ def online_softmax_update(s, v, m_i, m_safe, l_i, acc, DOT_F32: tl.constexpr):
 
 
 @triton.jit
+def _block_logits(q, K_ptr, V_ptr, stride_kn, stride_vn, offs_d, start_n, n_ctx, BLOCK_N: tl.constexpr,
+                  DOT_F32: tl.constexpr):
+    """Key block [start_n, +BLOCK_N): (its key positions, base-2 logits of q against it, its values)."""
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    k = tl.load(K_ptr + offs_n[:, None] * stride_kn + offs_d[None, :], mask=offs_n[:, None] < n_ctx, other=0.0)
+    v = tl.load(V_ptr + offs_n[:, None] * stride_vn + offs_d[None, :], mask=offs_n[:, None] < n_ctx, other=0.0)
+    if DOT_F32:
+        k = k.to(tl.float32)
+    return offs_n, tl.dot(q, tl.trans(k)), v  # q is pre-scaled by sm_scale * log2(e)
+
+
+@triton.jit
+def _visible(offs_m, offs_n, n_ctx, sink, window, WINDOWED: tl.constexpr):
+    """[M, N] which keys each query row sees: causal and in the sequence; WINDOWED: also a sink or in the window."""
+    keep = (offs_n[None, :] <= offs_m[:, None]) & (offs_n[None, :] < n_ctx)
+    if WINDOWED:
+        keep = keep & ((offs_n[None, :] < sink) | (offs_m[:, None] - offs_n[None, :] < window))
+    return keep
+
+
+@triton.jit
 def _attend_blocks(acc, m_i, l_i, q, K_ptr, V_ptr, stride_kn, stride_vn, offs_m, offs_d, lo, hi, n_ctx,
                    sink, window, qk_scale, KIND: tl.constexpr, MASK: tl.constexpr, BLOCK_N: tl.constexpr,
                    DOT_F32: tl.constexpr):
     """Visit key blocks [lo, hi) (in tokens, multiples of BLOCK_N). MASK applies causality and the window."""
     for start_n in range(lo, hi, BLOCK_N):
-        offs_n = start_n + tl.arange(0, BLOCK_N)
-        k = tl.load(K_ptr + offs_n[:, None] * stride_kn + offs_d[None, :], mask=offs_n[:, None] < n_ctx, other=0.0)
-        v = tl.load(V_ptr + offs_n[:, None] * stride_vn + offs_d[None, :], mask=offs_n[:, None] < n_ctx, other=0.0)
-        if DOT_F32:
-            k = k.to(tl.float32)
-        s = tl.dot(q, tl.trans(k))  # q is pre-scaled by sm_scale * log2(e)
+        offs_n, s, v = _block_logits(q, K_ptr, V_ptr, stride_kn, stride_vn, offs_d, start_n, n_ctx, BLOCK_N, DOT_F32)
         if MASK:
-            keep = (offs_n[None, :] <= offs_m[:, None]) & (offs_n[None, :] < n_ctx)
-            if KIND == 1:
-                keep = keep & ((offs_n[None, :] < sink) | (offs_m[:, None] - offs_n[None, :] < window))
-            s = tl.where(keep, s, float("-inf"))
+            s = tl.where(_visible(offs_m, offs_n, n_ctx, sink, window, KIND == 1), s, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s, 1))
             m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing visible yet
         else:
@@ -73,16 +86,9 @@ def _attend_window(acc, m_i, l_i, q, K_ptr, V_ptr, stride_kn, stride_vn, offs_m,
     n_it = n_sink_blk + tl.cdiv(hi - start, BLOCK_N)
     for i in range(0, n_it):
         start_n = tl.where(i < n_sink_blk, i * BLOCK_N, start + (i - n_sink_blk) * BLOCK_N)
-        offs_n = start_n + tl.arange(0, BLOCK_N)
-        k = tl.load(K_ptr + offs_n[:, None] * stride_kn + offs_d[None, :], mask=offs_n[:, None] < n_ctx, other=0.0)
-        v = tl.load(V_ptr + offs_n[:, None] * stride_vn + offs_d[None, :], mask=offs_n[:, None] < n_ctx, other=0.0)
-        if DOT_F32:
-            k = k.to(tl.float32)
-        s = tl.dot(q, tl.trans(k))  # q is pre-scaled by sm_scale * log2(e)
+        offs_n, s, v = _block_logits(q, K_ptr, V_ptr, stride_kn, stride_vn, offs_d, start_n, n_ctx, BLOCK_N, DOT_F32)
         if (start_n < full_lo) | (start_n >= full_hi):
-            keep = (offs_n[None, :] <= offs_m[:, None]) & (offs_n[None, :] < n_ctx) & \
-                ((offs_n[None, :] < sink) | (offs_m[:, None] - offs_n[None, :] < window))
-            s = tl.where(keep, s, float("-inf"))
+            s = tl.where(_visible(offs_m, offs_n, n_ctx, sink, window, True), s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing visible yet
         acc, l_i = online_softmax_update(s, v, m_i, m_safe, l_i, acc, DOT_F32)
