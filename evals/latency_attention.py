@@ -53,9 +53,11 @@ class LatencyAttentionConfig(TaskConfig):
     head_dim: int = 128
     dtype: str = "bfloat16"
     alisa_score_window: int = 256  # history rows ALISA's scores sum (the paper's k is ~13K rows at 128K)
-    # Triton prefill launch configs tried per row (BLOCK_M x BLOCK_N x warps x stages); the fastest is kept
-    prefill_configs: List[str] = field(default_factory=lambda: ["128x128x8x3", "128x64x8x3", "128x64x4x3",
-                                                                "128x32x4x4"])
+    # Triton prefill launch configs tried per row (BLOCK_M x BLOCK_N x warps x stages; a trailing "t": Q / K / V / O
+    # through TMA tensor descriptors, else plain loads); the fastest is kept
+    prefill_configs: List[str] = field(default_factory=lambda: ["128x128x8x3t", "128x64x8x3t", "128x128x8x2t",
+                                                                "64x64x4x3t", "64x32x4x4t", "128x128x8x3",
+                                                                "128x64x8x3"])
     # paged decode launch configs tried per row (warps x stages x pages per split, 0 = automatic; a trailing "s":
     # programs launched split-first, one row's splits side by side)
     decode_configs: List[str] = field(default_factory=lambda: ["4x3x0", "4x4x0", "4x3x16", "4x2x0", "4x3x8",
@@ -96,6 +98,10 @@ class LatencyAttention(Task):
                                                   "alisa_swa")]
         if bad:
             raise ConfigError("task.policies", bad, "full, streaming_llm, streaming_heads, quest, lserve, alisa_swa")
+        bad = [x for x in c.prefill_configs if not re.fullmatch(r"([1-9][0-9]*x){3}[1-9][0-9]*t?", str(x))]
+        if bad or not c.prefill_configs:
+            raise ConfigError("task.prefill_configs", bad or c.prefill_configs,
+                              "BLOCK_M x BLOCK_N x warps x stages, e.g. 128x64x8x3, then 't' for TMA loads")
         bad = [x for x in c.decode_configs if not re.fullmatch(r"[1-9][0-9]*x[1-9][0-9]*x[0-9]+s?", str(x))]
         if bad or not c.decode_configs:
             raise ConfigError("task.decode_configs", bad or c.decode_configs,
@@ -236,9 +242,9 @@ def prefill_row(c: LatencyAttentionConfig, m: dict) -> dict:
     else:
         fns = {}
         for conf in c.prefill_configs:
-            bm, bn, w, st = (int(x) for x in conf.split("x"))
+            bm, bn, w, st = (int(x) for x in conf.rstrip("t").split("x"))
             backend = TritonBackend("cuda", dense_heads="triton" if be == "triton_all" else "sdpa", block_m=bm,
-                                    block_n=bn, num_warps=w, num_stages=st)
+                                    block_n=bn, num_warps=w, num_stages=st, tma=conf.endswith("t"))
             fns[conf] = (lambda b=backend: b._prefill_row(q, k, v, plan, scale))
 
     note = ""
@@ -253,8 +259,9 @@ def prefill_row(c: LatencyAttentionConfig, m: dict) -> dict:
         best = min(timed, key=timed.get)
         fn, ms = fns[best], timed[best]
         note += f"config {best}"
+        config_ms = timed
     else:
-        ms = None
+        ms, config_ms = None, None
     if c.check_correctness and n <= 8192:
         out = fn()
         ref = ref_prefill(q.float(), k.float(), v.float(), plan, scale)
@@ -263,7 +270,8 @@ def prefill_row(c: LatencyAttentionConfig, m: dict) -> dict:
         ms = median_ms(fn, c.warmup_ms, c.rep_ms)
     blocks, dense_blocks = computed_blocks(plan, n, Hq // Hkv)
     return {"ms": ms, "flops": flops, "density": pairs / causal, "blocks": blocks * B, "causal_blocks": dense_blocks * B,
-            "block_fraction": blocks / dense_blocks, "note": note}
+            "block_fraction": blocks / dense_blocks, "note": note,
+            **({"config_ms": config_ms} if config_ms else {})}
 
 
 def computed_blocks(plan, n: int, group: int) -> tuple[int, int]:
@@ -298,15 +306,14 @@ def decode_row(c: LatencyAttentionConfig, m: dict) -> dict:
                                   **({"pages_per_split": pps} if pps else {})}
 
     sweep = m["backend"] == "triton" and m["policy"] != "alisa_swa"  # rows that run the paged kernel
-    best_conf = None
+    best_conf, config_ms = None, {}
     if sweep and len(c.decode_configs) > 1:  # the fastest launch config (the losers' KV freed before the next)
-        best_t = None
         for conf in c.decode_configs:
             set_conf(conf)
             step, steps, built = build()
-            t = graph_ms(step, steps, flush_l2=flush, replays=50)
-            if best_t is None or t < best_t:
-                best_t, best_conf = t, conf
+            config_ms[conf] = graph_ms(step, steps, flush_l2=flush, replays=50) / layers
+            if best_conf is None or config_ms[conf] < config_ms[best_conf]:
+                best_conf = conf
             del step, built
             torch.cuda.empty_cache()
     elif sweep:
@@ -319,7 +326,7 @@ def decode_row(c: LatencyAttentionConfig, m: dict) -> dict:
     note = f"config {best_conf}" if best_conf else ""
     if c.check_correctness and m["length"] <= 8192 and info.get("check"):
         note = (note + "; " if note else "") + info["check"]()
-    extra = {}
+    extra = {"config_ms": config_ms} if config_ms else {}
     if m["backend"] == "flex":
         from sparsebench.timing import median_ms
 
@@ -328,7 +335,7 @@ def decode_row(c: LatencyAttentionConfig, m: dict) -> dict:
         per_pos = [t / layers for t in graph_ms(step, steps, flush_l2=flush, per_step=True)]
         ms = sum(per_pos) / steps
         if steps > 1:  # where a reuse cycle's time goes: the selector step and a reuse step
-            extra = {"select_step_ms": per_pos[0], "reuse_step_ms": per_pos[1]}
+            extra.update(select_step_ms=per_pos[0], reuse_step_ms=per_pos[1])
         for name in info.get("parts", {}):  # each kernel of the step alone
             extra[f"{name}_ms"] = graph_ms(lambda i, n=name: [b[2]["parts"][n]() for b in built],
                                            flush_l2=flush) / layers

@@ -104,7 +104,7 @@ class TritonBackend(Backend):
     def __init__(self, device="cpu", **options):
         super().__init__(device, **options)
         self.dense_heads = options.get("dense_heads", "sdpa" if self.device.type == "cuda" else "triton")
-        self._prefill_opts = {k: v for k, v in options.items() if k.startswith(("block_", "num_", "window_"))}
+        self._prefill_opts = {k: v for k, v in options.items() if k.startswith(("block_", "num_", "window_", "tma"))}
         self._decode_opts = {k: v for k, v in options.items() if k == "pages_per_split"}
 
     @classmethod

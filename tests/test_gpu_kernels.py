@@ -33,20 +33,25 @@ PLANS = {
 
 @pytest.mark.parametrize("name", sorted(PLANS))
 @pytest.mark.parametrize("L,D", [(4096, 128), (3000, 64), (777, 128)])
-def test_triton_prefill_bf16(name, L, D):
-    from sparsebench.kernels.triton_prefill import block_sparse_prefill
+@pytest.mark.parametrize("tma", [False, True])
+def test_triton_prefill_bf16(name, L, D, tma):
+    from sparsebench.kernels.triton_prefill import block_sparse_prefill, tma_ok
 
     g = torch.Generator(device="cuda").manual_seed(L)
     q = torch.randn(2, 16, L, D, device="cuda", dtype=torch.bfloat16, generator=g)
     k = torch.randn(2, 4, L, D, device="cuda", dtype=torch.bfloat16, generator=g)
     v = torch.randn(2, 4, L, D, device="cuda", dtype=torch.bfloat16, generator=g)
+    if tma:  # a model's [B, L, H, D] layout seen as [B, H, L, D]: the descriptors carry its strides
+        q, k, v = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in (q, k, v))
     out = torch.full_like(q, float("nan"))
-    block_sparse_prefill(q, k, v, PLANS[name], 1 / math.sqrt(D), out=out)
+    assert not tma or tma_ok(q, k, v, out)
+    block_sparse_prefill(q, k, v, PLANS[name], 1 / math.sqrt(D), out=out, tma=tma)
     assert not torch.isnan(out).any()
     assert rel(out, ref_prefill(q, k, v, PLANS[name], 1 / math.sqrt(D))) < 1e-2
 
 
-def test_triton_prefill_block_list_bf16():
+@pytest.mark.parametrize("tma", [False, True])
+def test_triton_prefill_block_list_bf16(tma):
     from sparsebench.kernels.triton_prefill import block_sparse_prefill
 
     L, bq = 2000, 128
@@ -59,7 +64,7 @@ def test_triton_prefill_block_list_bf16():
         idx[1, qb, : qb + 1] = torch.arange(qb + 1)
     plan = PrefillPlan(sink=(0, 0), window=(DENSE, DENSE), blocks=BlockList(bq, bq, idx), block_heads=(True, True))
     out = torch.full_like(q, float("nan"))
-    block_sparse_prefill(q, k, v, plan, 1 / math.sqrt(128), out=out)
+    block_sparse_prefill(q, k, v, plan, 1 / math.sqrt(128), out=out, tma=tma)
     assert not torch.isnan(out).any() and rel(out, ref_prefill(q, k, v, plan, 1 / math.sqrt(128))) < 1e-2
 
 

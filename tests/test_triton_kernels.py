@@ -43,16 +43,21 @@ def _prefill_ref(q, k, v, plan, scale):
 @pytest.mark.parametrize("L", [1, 37, 200])
 @pytest.mark.parametrize("D", [64, 128])
 @pytest.mark.parametrize("one_loop", [True, False])
-def test_block_sparse_prefill_writes_every_element(L, D, one_loop):
-    from sparsebench.kernels.triton_prefill import block_sparse_prefill
+@pytest.mark.parametrize("tma", [False, True])
+def test_block_sparse_prefill_writes_every_element(L, D, one_loop, tma):
+    from sparsebench.kernels.triton_prefill import block_sparse_prefill, tma_ok
 
     g = torch.Generator().manual_seed(L + D)
     q = torch.randn(2, 12, L, D, generator=g).half()
     k = torch.randn(2, 3, L, D, generator=g).half()
     v = torch.randn(2, 3, L, D, generator=g).half()
+    if tma:  # a model's layout: [B, L, H, D] transposed, so the descriptors carry the strides
+        q, k, v = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in (q, k, v))
+        assert tma_ok(q, k, v)
     plan = PrefillPlan(sink=(0, 4, 70), window=(DENSE, 50, 90))  # head 2: its sink reaches into its window
     out = torch.full_like(q, float("nan"))
-    block_sparse_prefill(q, k, v, plan, 1 / math.sqrt(D), out=out, window_one_loop_max=1 << 30 if one_loop else 0)
+    block_sparse_prefill(q, k, v, plan, 1 / math.sqrt(D), out=out, window_one_loop_max=1 << 30 if one_loop else 0,
+                         tma=tma)
     ref = _prefill_ref(q, k, v, plan, 1 / math.sqrt(D))
     assert not torch.isnan(out).any()
     assert ((out.float() - ref).norm() / ref.norm()).item() < 1e-2
@@ -71,7 +76,8 @@ def test_dense_heads_include_windows_as_long_as_the_chunk():
     assert plan.dense_heads(200) == [0, 2] and plan.dense_heads(201) == [0] and plan.dense_heads(50) == [0, 1, 2]
 
 
-def test_block_list_plan():
+@pytest.mark.parametrize("tma", [False, True])
+def test_block_list_plan(tma):
     from sparsebench.kernels.triton_prefill import block_sparse_prefill
 
     L, D, bq = 150, 64, 64
@@ -85,7 +91,7 @@ def test_block_list_plan():
         idx[1, qb, : qb + 1] = torch.arange(qb + 1)
     plan = PrefillPlan(sink=(0, 0), window=(DENSE, DENSE), blocks=BlockList(bq, bq, idx), block_heads=(True, True))
     out = torch.full_like(q, float("nan"))
-    block_sparse_prefill(q, k, v, plan, 0.125, out=out)
+    block_sparse_prefill(q, k, v, plan, 0.125, out=out, tma=tma)
     ref = _prefill_ref(q, k, v, plan, 0.125)
     assert not torch.isnan(out).any()
     assert ((out.float() - ref).norm() / ref.norm()).item() < 1e-2
@@ -101,7 +107,8 @@ def test_paged_attention_writes_every_element_and_skips_empty_rows():
     pages = torch.tensor([[[0, 5, 7, -1], [1, 2, -1, -1], [3, -1, -1, -1]],
                           [[4, 6, 8, 9], [10, -1, -1, -1], [11, 0, -1, -1]]])
     plen = torch.where(pages >= 0, torch.full_like(pages, page), 0)
-    plen[0, 0, 2] = 5  # a partial last page
+    plen[0, 0, 2] = 5  # a partial last page, its unwritten rows NaN (they must not leak into the output)
+    kp[7, 5:], vp[7, 5:] = float("nan"), float("nan")
     out = torch.full((2, 3, 4, D), float("nan"), dtype=torch.float16)
     paged_attention(q, kp, vp, pages, plen, 0.125, pages_per_split=1, out=out)
     assert not torch.isnan(out).any()
