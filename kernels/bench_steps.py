@@ -6,9 +6,10 @@ calls (one reuse cycle for LServe); info["bytes"] counts the bytes a step must r
 K / V, page summaries on selection steps, amortised); info["check"]() compares one step's output
 with dense math over the same selected tokens; info["parts"] (LServe) names the step's kernels
 (selector = page scores + top-k in one launch, attention), each callable alone for a per-kernel time.
-Policies use their POLICIES.md defaults: StreamingLLM sink 4 + window 1020; DuoAttention streaming
-heads (half the KV heads) sink 64 + local 256; Quest pages of 16, budget 1024; LServe pages 64 / 16,
-budget 4096, reuse 4, streaming heads sink 128 + local 256; ALISA r = 0.2 (k = round(N r / 2)).
+Policies run with their dataclass defaults (`defaults`: the POLICIES.md parameters, read from the policy classes,
+not repeated here): StreamingLLM sink 4 + window 1020; DuoAttention streaming heads (half the KV heads) sink 64 +
+local 256; Quest pages of 16, budget 1024; LServe pages 64 / 16, budget 4096, reuse 4, streaming heads sink 128 +
+local 256; ALISA r = 0.2 (k = round(N r / 2)).
 """
 
 from __future__ import annotations
@@ -27,6 +28,21 @@ def check_close(out, ref) -> str:
     if rel > 1e-2:
         raise AssertionError(f"relative error {rel:.2e} > 1e-2 against the reference")
     return f"rel err {rel:.1e}"
+
+
+def defaults(policy: str):
+    """A policy's dataclass defaults as attributes (no policy is built: streaming heads would need a pattern)."""
+    from dataclasses import MISSING, fields
+    from types import SimpleNamespace
+
+    from sparsebench.policies import POLICIES
+
+    return SimpleNamespace(**{f.name: f.default for f in fields(POLICIES.get(policy)) if f.default is not MISSING})
+
+
+def n_selected(p, pages: int) -> int:
+    """Pages a Quest / LServe selection reads: min(max(min_pages, budget / page), pages), the last one forced."""
+    return min(max(p.min_pages, p.budget // p.page_size), pages)
 
 
 DEV = "cuda"  # the device the steps run on (tests set "cpu" under TRITON_INTERPRET=1)
@@ -112,17 +128,18 @@ def build_decode_step(policy: str, backend: str, B: int, N: int, Hq: int, Hkv: i
             out.view(B, Hkv, G, D), _ref_pages(q.view(B, Hkv, G, D), pool, ids, plen, scale)))[1]}
 
     if policy in ("full", "streaming_llm", "streaming_heads"):
+        p = defaults(policy)
         if policy == "full":
             pool = Pool(B * Hkv, N, 64, D, dtype, gen)
             ids, plen = pool.pages(streams)
             tokens = B * Hkv * N
-        elif policy == "streaming_llm":  # 4 sinks + 1020 recent = 16 pages per stream, whatever N is
-            pool = Pool(B * Hkv, 1024, 64, D, dtype, gen)
+        elif policy == "streaming_llm":  # sink + window (4 + 1020 = 16 pages) per stream, whatever N is
+            pool = Pool(B * Hkv, p.sink + p.window, 64, D, dtype, gen)
             ids, plen = pool.pages(streams)
-            tokens = B * Hkv * 1024
-        else:  # even KV heads retrieve (all N), odd heads stream (64 + 256 = 5 pages)
+            tokens = B * Hkv * (p.sink + p.window)
+        else:  # even KV heads retrieve (all N), odd heads stream (sink + local: 64 + 256 = 5 pages)
             dense = Pool(B * Hkv // 2, N, 64, D, dtype, gen)
-            small = Pool(B * Hkv // 2, 320, 64, D, dtype, gen)
+            small = Pool(B * Hkv // 2, p.sink + p.local, 64, D, dtype, gen)
             pool = Pool.__new__(Pool)
             pool.page, pool.D = 64, D
             pool.k = torch.cat([dense.k, small.k])
@@ -136,7 +153,7 @@ def build_decode_step(policy: str, backend: str, B: int, N: int, Hq: int, Hkv: i
             s_len = torch.nn.functional.pad(s_len, (0, pad), value=0)
             ids = torch.stack([d_ids, s_ids], 2).reshape(B, Hkv, -1)
             plen = torch.stack([d_len, s_len], 2).reshape(B, Hkv, -1)
-            tokens = B * (Hkv // 2) * (N + 320)
+            tokens = B * (Hkv // 2) * (N + p.sink + p.local)
         q_rows = q.view(B, Hkv, G, D)
         out = torch.empty_like(q_rows)
 
@@ -148,10 +165,13 @@ def build_decode_step(policy: str, backend: str, B: int, N: int, Hq: int, Hkv: i
 
     elem = kv_bytes // (2 * D)
     if policy == "quest":  # pages of 16, budget 1024 -> 64 pages (the last one forced), max over the group
-        page, budget = 16, 1024
+        p = defaults("quest")
+        if p.per_query_head:  # this step selects once per KV head, reduced over its query group
+            raise ValueError("the Quest decode step selects per KV head (policy.per_query_head=False)")
+        page = p.page_size
         pool = Pool(B * Hkv, N, page, D, dtype, gen, summary_page=page)
         lp_rows, _ = pool.pages(streams)
-        n_sel = min(max(3, budget // page), pool.pps)
+        n_sel = n_selected(p, pool.pps)
         q_rows = q.view(B, Hkv, G, D)
         out = torch.empty_like(q_rows)
         base = (streams * pool.pps).unsqueeze(-1)
@@ -162,8 +182,8 @@ def build_decode_step(policy: str, backend: str, B: int, N: int, Hq: int, Hkv: i
         n_valid = torch.full((B * Hkv,), pool.pps, dtype=torch.int32, device=DEV)  # kernel dtypes: no cast in the step
 
         def step(i):
-            select_pages(q_rows, pool.kmin, pool.kmax, lp_rows, 1, "max", n_valid, base.view(-1), n_sel, ids_buf,
-                         **SELECT_OPTS)
+            select_pages(q_rows, pool.kmin, pool.kmax, lp_rows, 1, p.gqa_reduce, n_valid, base.view(-1), n_sel,
+                         ids_buf, **SELECT_OPTS)
             paged_attention(q_rows, pool.k, pool.v, ids_buf, len_buf, scale, out=out, **PAGED_OPTS)
 
         summaries = B * Hkv * pool.pps * 2 * D * elem
@@ -171,10 +191,13 @@ def build_decode_step(policy: str, backend: str, B: int, N: int, Hq: int, Hkv: i
                          "check": lambda: (step(0), check_close(out, _ref_pages(q_rows, pool, ids_buf, len_buf, scale)))[1]}
 
     if policy == "lserve":
-        page, lps, budget, reuse = 64, 16, 4096, 4
+        p = defaults("lserve")
+        if not p.per_query_head:  # this step's selector and byte count are the per-query-head form
+            raise ValueError("the LServe decode step selects per query head (policy.per_query_head=True)")
+        page, lps, reuse, n_stream = p.page_size, p.logical_page_size, p.reuse_interval, p.sink + p.local
         R = Hkv // 2  # retrieval KV heads (even), streaming (odd): sink 128 + local 256 = 6 pages
         ret = Pool(B * R, N, page, D, dtype, gen, summary_page=lps)
-        st = Pool(B * R, 384, page, D, dtype, gen)
+        st = Pool(B * R, n_stream, page, D, dtype, gen)
         pool = Pool.__new__(Pool)  # one pool, so retrieval and streaming heads run in one launch
         pool.page, pool.D = page, D
         pool.k, pool.v = torch.cat([ret.k, st.k]), torch.cat([ret.v, st.v])
@@ -184,7 +207,7 @@ def build_decode_step(policy: str, backend: str, B: int, N: int, Hq: int, Hkv: i
         rstreams = torch.arange(B * R, device=DEV).view(B, R)
         lp_all, _ = ret.pages(rstreams)
         lp_rows = (lp_all.unsqueeze(-1).long() * ret.lpp + torch.arange(ret.lpp, device=DEV)).flatten(-2).int()
-        n_sel = min(max(3, budget // page), ret.pps)
+        n_sel = n_selected(p, ret.pps)
         width = max(n_sel, st.pps)
         ret_base = (rstreams * ret.pps).repeat_interleave(G, 1).unsqueeze(-1)  # [B, R*G, 1]
         # one launch, rows of their own query count: a row per retrieval query head (it selects its own pages)
@@ -225,12 +248,12 @@ def build_decode_step(policy: str, backend: str, B: int, N: int, Hq: int, Hkv: i
             return check_close(out, _ref_pages(q_rows, pool, per_q(ids_buf), per_q(len_buf), scale))
 
         summary_bytes = B * R * ret.pps * ret.lpp * 2 * D * elem / reuse
-        attn = B * (R * G * n_sel * page + R * 384) * kv_bytes  # retrieval: each query head its own pages
+        attn = B * (R * G * n_sel * page + R * n_stream) * kv_bytes  # retrieval: each query head its own pages
         return step, reuse, {"bytes": attn + summary_bytes, "selected_tokens": n_sel * page,
                              "parts": {"selector": select, "attention": attend}, "check": check}
 
     if policy == "alisa_swa":
-        r = 0.2
+        r = defaults("alisa_swa").caching_ratio
         k = max(1, int(math.floor(N * r / 2 + 0.5)))
         W = getattr(cfg, "alisa_score_window", 256) if cfg is not None else 256
         pool = Pool(B * Hkv, N, 64, D, dtype, gen)
@@ -284,8 +307,9 @@ def _flex_step(policy, B, N, Hq, Hkv, D, dtype, q, gen, scale, kv_bytes):
     if policy == "quest":
         raise ValueError("not applicable: FlexAttention's KV blocks must be multiples of its 64/128 tile; "
                          "Quest's pages are 16 tokens")
-    page = 16 if policy == "quest" else 64
-    pool = Pool(B * Hkv, N, page, D, dtype, gen, summary_page=16 if policy in ("quest", "lserve") else None)
+    page = 64  # FlexAttention's KV block
+    lps = defaults("lserve").logical_page_size if policy == "lserve" else None
+    pool = Pool(B * Hkv, N, page, D, dtype, gen, summary_page=lps)
     K, V = pool.dense_view(B, Hkv)
     G = Hq // Hkv
     nb = pool.pps
@@ -294,20 +318,20 @@ def _flex_step(policy, B, N, Hq, Hkv, D, dtype, q, gen, scale, kv_bytes):
     if policy == "full":
         sel = torch.arange(nb, device=DEV).expand(B, Hq, nb)
         tokens = N
-    elif policy == "streaming_llm":
-        sel = torch.cat([torch.zeros(1, device=DEV, dtype=torch.long),
-                         torch.arange(nb - 16, nb, device=DEV)]).expand(B, Hq, 17)
-        tokens = 1024
-    elif policy == "streaming_heads":
-        dense = torch.arange(nb, device=DEV)
-        stream = torch.cat([torch.zeros(1, device=DEV, dtype=torch.long), torch.arange(nb - 4, nb, device=DEV)])
-        stream = torch.nn.functional.pad(stream, (0, nb - stream.numel()), value=-1)
-        per_kv = torch.stack([dense if h % 2 == 0 else stream for h in range(Hkv)])
-        sel = per_kv.repeat_interleave(G, 0).expand(B, Hq, nb)
-        tokens = (N + 320) // 2
+    elif policy in ("streaming_llm", "streaming_heads"):  # the sink's and the window's pages (page-granular)
+        p = defaults(policy)
+        recent = -(-(p.window if policy == "streaming_llm" else p.local) // page)
+        stream = torch.cat([torch.arange(-(-p.sink // page), device=DEV), torch.arange(nb - recent, nb, device=DEV)])
+        if policy == "streaming_llm":
+            sel = stream.expand(B, Hq, stream.numel())
+            tokens = p.sink + p.window
+        else:  # even KV heads read every page
+            stream = torch.nn.functional.pad(stream, (0, nb - stream.numel()), value=-1)
+            per_kv = torch.stack([torch.arange(nb, device=DEV) if h % 2 == 0 else stream for h in range(Hkv)])
+            sel = per_kv.repeat_interleave(G, 0).expand(B, Hq, nb)
+            tokens = (N + p.sink + p.local) // 2
     else:  # quest / lserve: top pages by the bound (one selection, reused: flex has no in-graph selector here)
-        budget = 1024 if policy == "quest" else 4096
-        n_sel = min(max(3, budget // page), nb)
+        n_sel = n_selected(defaults(policy), nb)
         streams = torch.arange(B * Hkv, device=DEV).view(B, Hkv)
         lp, _ = pool.pages(streams)
         lp_rows = (lp.unsqueeze(-1).long() * pool.lpp + torch.arange(pool.lpp, device=DEV)).flatten(-2)
