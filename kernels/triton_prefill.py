@@ -14,6 +14,7 @@ move through TMA tensor descriptors (`tma`; H100, run 10: the dense kernel 531-5
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -191,7 +192,20 @@ def _prefill_kernel(Q, K, V, O, KIND_PTR, SINK_PTR, WIN_PTR, BLK_IDX, BLK_CNT,
 def plan_tensors(plan, device, skip_dense: bool = False, n: int | None = None):
     """Per KV head (kind, sink, window) int32 tensors, the block list tensors (or 1-element dummies), the
     longest WINDOW head's window (0 if none) and a bit mask of the kinds present (bit DENSE / WINDOW / BLOCKS).
-    n: the chunk's length; windows of >= n tokens then run as DENSE (no masks off the diagonal)."""
+    n: the chunk's length; windows of >= n tokens then run as DENSE (no masks off the diagonal).
+    Plans without block lists (hashable by value) are built once per (plan, device, skip_dense, n): building copies
+    host lists to the device, a copy that waits for the GPU, once per layer of every prefill otherwise."""
+    if plan.blocks is None:
+        return _plan_tensors_cached(plan, torch.device(device), skip_dense, n)
+    return _build_plan_tensors(plan, device, skip_dense, n)
+
+
+@functools.lru_cache(maxsize=256)
+def _plan_tensors_cached(plan, device, skip_dense, n):
+    return _build_plan_tensors(plan, device, skip_dense, n)
+
+
+def _build_plan_tensors(plan, device, skip_dense, n):
     h = len(plan.window)
     dense = set(plan.dense_heads(n if n is not None else 1 << 62))
     kinds, sinks, wins = [], [], []

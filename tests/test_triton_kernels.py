@@ -63,6 +63,20 @@ def test_block_sparse_prefill_writes_every_element(L, D, one_loop, tma):
     assert ((out.float() - ref).norm() / ref.norm()).item() < 1e-2
 
 
+def test_plan_tensors_built_once_per_plan_and_length():
+    """A model's prefill asks for the same plan's tensors every layer: they are built once (no host-to-device copy,
+    which waits for the GPU, per call); a window as long as the chunk runs as DENSE, so the length is in the key."""
+    from sparsebench.kernels.triton_prefill import DENSE as KD, WINDOW, plan_tensors
+
+    plan = PrefillPlan(sink=(0, 4), window=(DENSE, 50))
+    first = plan_tensors(plan, "cpu", False, 40)
+    again = plan_tensors(PrefillPlan(sink=(0, 4), window=(DENSE, 50)), "cpu", False, 40)
+    assert all(a is b for a, b in zip(first[:5], again[:5]))
+    assert first[0].tolist() == [KD, KD] and first[5:] == (0, 1 << KD)  # 50 >= 40 tokens: plain causal
+    longer = plan_tensors(plan, "cpu", False, 60)
+    assert longer[0].tolist() == [KD, WINDOW] and longer[5:] == (50, (1 << KD) | (1 << WINDOW))
+
+
 def test_pdl_refused_where_unsupported():
     from sparsebench.kernels.triton_decode import use_pdl
 
