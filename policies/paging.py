@@ -40,15 +40,9 @@ def _page_scores_cuda(q, store, heads, per_query_head, reduce):
 
     B, Hq, D = q.shape
     G = Hq // store.h
-    h = list(heads)
     per = store.page // store.lps
-    n_held = store.n_held[:, h]
-    npg = int(-(-n_held.max() // store.page))
-    pt = store.page_table[:, h, :npg]  # [B, nh, P]
-    lp = pt.unsqueeze(-1) * per + torch.arange(per, device=q.device)
-    first_slot = (torch.arange(npg * per, device=q.device) * store.lps).view(npg, per)
-    lp = torch.where((pt.unsqueeze(-1) >= 0) & (first_slot < n_held[..., None, None]), lp, -1).flatten(-2)
-    q_rows = q.view(B, store.h, G, D)[:, h]
+    lp = store.logical_pages(heads)  # [B, nh, NL] summary rows, -1 past the tokens held
+    q_rows = q.view(B, store.h, G, D)[:, list(heads)]
     mode = "none" if per_query_head else reduce
     s = page_scores_triton(q_rows, store.kmin.view(-1, D), store.kmax.view(-1, D), lp, per, mode)
     if per_query_head:

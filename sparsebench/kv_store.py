@@ -306,20 +306,24 @@ class PagedLayer(CacheLayerMixin):
         s = torch.where(pages.unsqueeze(-1) >= 0, s, torch.full_like(s, -1))
         return s.flatten(-2)
 
-    def summaries(self, heads: tuple[int, ...] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per logical page key min / max of every stream: ([B, Hs, NL, D], same, valid [B, Hs, NL]),
-        NL = pages * page // lps, in stream order (logical page j covers slots j*lps ..)."""
+    def logical_pages(self, heads: tuple[int, ...] | None = None) -> torch.Tensor:
+        """Each stream's logical pages as rows of kmin / kmax viewed [-1, D]: [B, Hs, NL], -1 for a logical page
+        with no token held; NL = pages * page // lps, in stream order (logical page j covers slots j*lps ..)."""
         pt = self.page_table if heads is None else self.page_table[:, list(heads)]
         n_held = self.n_held if heads is None else self.n_held[:, list(heads)]
         npg = int(_ceil_div(n_held.max(), self.page)) if n_held.numel() else 0
         pt = pt[..., :npg]
         per = self.page // self.lps
-        lp = (pt.clamp(min=0).unsqueeze(-1) * per + torch.arange(per, device=self.device)).flatten(-2)
-        kmin = self.kmin.view(-1, self.d)[lp]
-        kmax = self.kmax.view(-1, self.d)[lp]
+        lp = (pt.unsqueeze(-1) * per + torch.arange(per, device=self.device)).flatten(-2)
         first_slot = torch.arange(lp.shape[-1], device=self.device) * self.lps
-        valid = first_slot < n_held.unsqueeze(-1)
-        return kmin, kmax, valid
+        return torch.where((first_slot < n_held.unsqueeze(-1)) & (lp >= 0), lp, -1)
+
+    def summaries(self, heads: tuple[int, ...] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per logical page key min / max of every stream: ([B, Hs, NL, D], same, valid [B, Hs, NL]), in the
+        order of `logical_pages`."""
+        lp = self.logical_pages(heads)
+        rows = lp.clamp(min=0)
+        return self.kmin.view(-1, self.d)[rows], self.kmax.view(-1, self.d)[rows], lp >= 0
 
     # ------------------------------------------------------------------ accounting
     def bytes_per_token(self) -> int:
