@@ -21,9 +21,8 @@ small pool (sink + window pages only), key min / max per logical page for Quest 
 
 from __future__ import annotations
 
-import re
-
 import math
+import re
 from dataclasses import dataclass, field
 from typing import List
 

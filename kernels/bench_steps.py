@@ -41,8 +41,10 @@ def defaults(policy: str):
 
 
 def n_selected(p, pages: int) -> int:
-    """Pages a Quest / LServe selection reads: min(max(min_pages, budget / page), pages), the last one forced."""
-    return min(max(p.min_pages, p.budget // p.page_size), pages)
+    """Pages a Quest / LServe selection (policy defaults p) reads from a history of `pages`, the last one forced."""
+    from sparsebench.policies.paging import pages_per_step
+
+    return min(pages_per_step(p.page_size, p.budget, p.min_pages), pages)
 
 
 DEV = "cuda"  # the device the steps run on (tests set "cpu" under TRITON_INTERPRET=1)

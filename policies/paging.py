@@ -70,6 +70,11 @@ def logical_page_scores(q: torch.Tensor, store, heads: tuple[int, ...], per_quer
     return scores, summary_bytes
 
 
+def pages_per_step(page: int, budget: int, min_pages: int = 3) -> int:
+    """Pages a selection reads per step once the history exceeds the budget: max(min_pages, budget / page)."""
+    return max(min_pages, budget // page)
+
+
 def select_pages(phys: torch.Tensor, n_tokens: torch.Tensor, page: int, budget: int,
                  min_pages: int = 3) -> torch.Tensor:
     """Stream pages to read, [B, R, W] ascending, -1 padded.
@@ -79,7 +84,7 @@ def select_pages(phys: torch.Tensor, n_tokens: torch.Tensor, page: int, budget: 
     B, R, P = phys.shape
     n_pages = -(-n_tokens // page)
     ar = torch.arange(P, device=phys.device)
-    n_sel = torch.clamp(n_pages, max=max(min_pages, budget // page))
+    n_sel = torch.clamp(n_pages, max=pages_per_step(page, budget, min_pages))
     k = (n_sel - 1).clamp(min=0)
     cand = phys.masked_fill(ar >= (n_pages - 1).unsqueeze(-1), float("-inf"))
     kmax = int(k.max()) if k.numel() else 0
