@@ -1,8 +1,10 @@
 """`triton`: sparsebench's Triton kernels (GPU; on the CPU only under TRITON_INTERPRET=1 for tests).
 
 Prefill: `triton_prefill.block_sparse_prefill` runs every windowed / block-list head in one launch;
-dense heads go to SDPA (cuDNN on Hopper) when `options.dense_heads=sdpa` (the default on GPU),
-else into the same launch. Decode: every selection becomes a page list per row (KV head, or query
+dense heads go to SDPA (cuDNN on Hopper) or into the same launch, by `options.dense_heads`: sdpa, triton,
+or auto (the default on GPU): SDPA when every head is dense, or, when only some are, from SDPA_GATHER_MIN_LEN
+tokens on (below it, gathering their query heads for SDPA and scattering the output back costs more than
+cuDNN gains over our kernel). Decode: every selection becomes a page list per row (KV head, or query
 head for per-query-head selections) read by `triton_decode.paged_attention`; token sets (ALISA)
 and any step that must return attention weights (H2O, ALISA) use `gathered_attention`.
 Not supported (refused before the model loads): INT8 pages (kv_bits=8) and positions=cache.
@@ -96,6 +98,12 @@ def dense_sdpa(q, k, v, scaling):
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling, enable_gqa=True)
 
 
+# dense_heads=auto: shortest chunk whose dense heads (when not all heads are) go to SDPA. H100, run 11, streaming
+# heads (half the KV heads dense), timed alternately: SDPA / our kernel 0.696 / 0.663 ms at 8K, 1.370 / 1.377 at
+# 12K, 2.254 / 2.326 at 16K, 8.16 / 8.37 at 32K (docs/benchmarks/data/run11_probe_dense_dispatch.json)
+SDPA_GATHER_MIN_LEN = 12288
+
+
 @BACKENDS.register("triton")
 class TritonBackend(Backend):
     name = "triton"
@@ -103,8 +111,10 @@ class TritonBackend(Backend):
 
     def __init__(self, device="cpu", **options):
         super().__init__(device, **options)
-        self.dense_heads = options.get("dense_heads", "sdpa" if self.device.type == "cuda" else "triton")
-        self._prefill_opts = {k: v for k, v in options.items() if k.startswith(("block_", "num_", "window_", "tma"))}
+        self.dense_heads = options.get("dense_heads", "auto" if self.device.type == "cuda" else "triton")
+        if self.dense_heads not in ("sdpa", "triton", "auto"):
+            raise ValueError(f"backend.options.dense_heads={self.dense_heads!r}: allowed sdpa, triton, auto")
+        self._prefill_opts = {k: v for k, v in options.items() if k.startswith(("block_", "num_", "window_", "tma", "pack_gqa"))}
         self._decode_opts = {k: v for k, v in options.items() if k == "pages_per_split"}
 
     @classmethod
@@ -117,8 +127,10 @@ class TritonBackend(Backend):
 
         G = q.shape[1] // k.shape[1]
         dense = plan.dense_heads(q.shape[2])  # windows as long as the chunk included: plain causal
-        use_sdpa = self.dense_heads == "sdpa" and dense
-        if len(dense) == len(plan.window) and use_sdpa:
+        all_dense = len(dense) == len(plan.window)
+        use_sdpa = bool(dense) and (self.dense_heads == "sdpa" or self.dense_heads == "auto" and
+                                    (all_dense or q.shape[2] >= SDPA_GATHER_MIN_LEN))
+        if all_dense and use_sdpa:
             return dense_sdpa(q, k, v, scaling)
         out = block_sparse_prefill(q, k, v, plan, scaling, skip_dense=bool(use_sdpa), **self._prefill_opts)
         if use_sdpa:

@@ -1,7 +1,8 @@
 """Block-sparse prefill attention in Triton: every head's pattern in one launch.
 
 One program computes one query block of one query head (flash-attention forward, online
-softmax, fp32 accumulation). The KV head (GQA: query head // G) says which key blocks to visit:
+softmax, fp32 accumulation), or, GQA-packed (`pack_gqa`), one KV head's G query heads over BLOCK_M / G positions.
+The KV head (GQA: query head // G) says which key blocks to visit:
 - DENSE: key blocks 0 .. the diagonal, causal mask on the diagonal blocks only;
 - WINDOW: token-exact sink + window: the sink blocks, then the blocks the window touches, with
   masks only on the blocks that straddle a boundary;
@@ -113,25 +114,38 @@ def _prefill_kernel(Q, K, V, O, KIND_PTR, SINK_PTR, WIN_PTR, BLK_IDX, BLK_CNT,
                     stride_ob, stride_oh, stride_om, stride_bh, stride_bq, n_ctx, sm_scale,
                     G: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                     MAX_BLOCKS: tl.constexpr, DOT_F32: tl.constexpr, WIN_ONE_LOOP: tl.constexpr,
-                    TMA: tl.constexpr, KINDS: tl.constexpr):
+                    TMA: tl.constexpr, KINDS: tl.constexpr, PACK: tl.constexpr):
+    # PACK == 1: a program is BLOCK_M positions of one query head. PACK == G (GQA packed): a program is one KV head's
+    # G query heads x BLOCK_M // G positions, row r = head r // (BLOCK_M // G), so the group shares every K / V tile
+    BLOCK_P: tl.constexpr = BLOCK_M // PACK  # query positions per program
     start_m = tl.num_programs(0) - 1 - tl.program_id(0)  # longest (last) query blocks first: a shorter tail
-    hq = tl.program_id(1)
     b = tl.program_id(2)
-    kvh = hq // G
+    if PACK > 1:
+        kvh = tl.program_id(1)
+        h0 = kvh * G  # the program's first query head
+    else:
+        h0 = tl.program_id(1)
+        kvh = h0 // G
     kind = tl.load(KIND_PTR + kvh)
     if kind == 3:  # SKIP
         return
     sink = tl.load(SINK_PTR + kvh)
     window = tl.load(WIN_PTR + kvh)
-    offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = tl.arange(0, BLOCK_M)
+    if PACK > 1:
+        offs_m = start_m * BLOCK_P + rows % BLOCK_P  # each row's query position (masks use positions only)
+        row_head = h0 + rows // BLOCK_P
+    else:
+        offs_m = start_m * BLOCK_M + rows
+        row_head = h0
     offs_d = tl.arange(0, HEAD_DIM)
     if TMA:  # Q, K, V, O are tensor descriptors (Hopper's TMA unit: bulk copies, rows past L as zeros)
-        q = Q.load([b, hq, start_m * BLOCK_M, 0]).reshape(BLOCK_M, HEAD_DIM)
+        q = Q.load([b, h0, start_m * BLOCK_P, 0]).reshape(BLOCK_M, HEAD_DIM)
         K_ptr = K
         V_ptr = V
     else:
-        q = tl.load(Q + b * stride_qb + hq * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :],
-                    mask=offs_m[:, None] < n_ctx, other=0.0)
+        q_rows = Q + b * stride_qb + row_head * stride_qh + offs_m * stride_qm
+        q = tl.load(q_rows[:, None] + offs_d[None, :], mask=offs_m[:, None] < n_ctx, other=0.0)
         K_ptr = K + b * stride_kb + kvh * stride_kh
         V_ptr = V + b * stride_vb + kvh * stride_vh
     qk_scale = sm_scale * 1.44269504  # exp2
@@ -139,8 +153,8 @@ def _prefill_kernel(Q, K, V, O, KIND_PTR, SINK_PTR, WIN_PTR, BLK_IDX, BLK_CNT,
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-    q_lo = start_m * BLOCK_M
-    q_hi = tl.minimum(q_lo + BLOCK_M, n_ctx)  # exclusive
+    q_lo = start_m * BLOCK_P
+    q_hi = tl.minimum(q_lo + BLOCK_P, n_ctx)  # exclusive
     # KINDS (constexpr bit mask of the kinds in this launch) drops the loops of absent kinds: Triton gives each
     # pipelined loop its own shared memory, and with TMA buffers every kind's loops together exceed the H100's 227 KB
     if (KINDS & 1) != 0 and kind == 0:  # DENSE: full blocks below the diagonal, then the diagonal blocks masked
@@ -183,10 +197,10 @@ def _prefill_kernel(Q, K, V, O, KIND_PTR, SINK_PTR, WIN_PTR, BLK_IDX, BLK_CNT,
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
     out = acc / l_safe[:, None]
     if TMA:
-        O.store([b, hq, start_m * BLOCK_M, 0], out.to(O.dtype).reshape(1, 1, BLOCK_M, HEAD_DIM))  # rows past L dropped
+        O.store([b, h0, start_m * BLOCK_P, 0], out.to(O.dtype).reshape(1, PACK, BLOCK_P, HEAD_DIM))  # rows past L dropped
     else:
-        tl.store(O + b * stride_ob + hq * stride_oh + offs_m[:, None] * stride_om + offs_d[None, :],
-                 out.to(O.dtype.element_ty), mask=offs_m[:, None] < n_ctx)
+        o_rows = O + b * stride_ob + row_head * stride_oh + offs_m * stride_om
+        tl.store(o_rows[:, None] + offs_d[None, :], out.to(O.dtype.element_ty), mask=offs_m[:, None] < n_ctx)
 
 
 def plan_tensors(plan, device, skip_dense: bool = False, n: int | None = None):
@@ -246,20 +260,30 @@ def tma_ok(*ts) -> bool:
     return True
 
 
-def _descriptor(t, rows: int):
+def _descriptor(t, rows: int, heads: int = 1):
     from triton.tools.tensor_descriptor import TensorDescriptor
 
-    return TensorDescriptor.from_tensor(t, [1, 1, rows, t.shape[-1]])
+    return TensorDescriptor.from_tensor(t, [1, heads, rows, t.shape[-1]])
+
+
+def packable(G: int, block_m: int, present: int) -> bool:
+    """Whether a launch can pack a GQA group's G query heads into one program: no block-list heads (their lists
+    are per query block of the plan's size), G a power of two > 1 dividing BLOCK_M into >= 16 positions."""
+    return not present & (1 << BLOCKS) and G > 1 and G & (G - 1) == 0 and block_m % G == 0 and block_m // G >= 16
 
 
 def block_sparse_prefill(q, k, v, plan, scaling: float, out=None, skip_dense: bool = False,
                          block_m: int | None = None, block_n: int | None = None, num_warps: int | None = None,
-                         num_stages: int | None = None, window_one_loop_max: int = 4096, tma: bool | None = None):
+                         num_stages: int | None = None, window_one_loop_max: int = 4096, tma: bool | None = None,
+                         pack_gqa: bool | None = None):
     """q [B, Hq, L, D], k / v [B, Hkv, L, D] -> out [B, Hq, L, D] under `plan` (a PrefillPlan).
     window_one_loop_max: when every windowed head's window is at most this many tokens, each visits its sink and
     window blocks in one loop; otherwise one loop per masked / unmasked range (the run 2 kernel).
     tma: move Q / K / V / O through TMA tensor descriptors where `tma_ok` (else plain loads); None: on a GPU
-    whenever it can (H100, run 10: dense 8-14 % faster at 32K-128K, StreamingLLM 9-14 %)."""
+    whenever it can (H100, run 10: dense 8-14 % faster at 32K-128K, StreamingLLM 9-14 %).
+    pack_gqa: one program per KV head's G query heads x BLOCK_M // G positions (they share each K / V tile and a
+    short window wastes fewer masked keys per row), where `packable`; refused with block lists. None: on for
+    launches of short windows only."""
     B, Hq, L, D = q.shape
     Hkv = k.shape[1]
     if out is None:
@@ -267,26 +291,36 @@ def block_sparse_prefill(q, k, v, plan, scaling: float, out=None, skip_dense: bo
     kinds, sinks, wins, idx, cnt, longest_window, present = plan_tensors(plan, q.device, skip_dense, L)
     if plan.blocks is not None:
         block_m, block_n = plan.blocks.block_q, plan.blocks.block_k
+    # a launch of short windows only (StreamingLLM; streaming heads with their dense heads on cuDNN): 64 x 64 tiles,
+    # 4 warps, GQA packed (H100, run 11: per block 1.22-1.27 of cuDNN's vs 1.26-1.60 at 128 x 64 per head)
+    short_windows = present == 1 << WINDOW and longest_window <= window_one_loop_max
     if block_m is None:
-        block_m = 64 if (INTERPRET or D > 64 and q.element_size() > 2) else 128
+        block_m = 64 if (INTERPRET or short_windows or D > 64 and q.element_size() > 2) else 128
     if block_n is None:
         block_n = 64 if (INTERPRET or D > 128) else (64 if D == 128 else 128)
     if num_warps is None:
         num_warps = 8 if block_m >= 128 else 4
     if num_stages is None:
         num_stages = 1 if INTERPRET else 3
-    grid = (triton.cdiv(L, block_m), Hq, B)
+    G = Hq // Hkv
+    if pack_gqa is None:
+        pack_gqa = short_windows and packable(G, block_m, present)
+    if pack_gqa and not packable(G, block_m, present):
+        raise ValueError(f"pack_gqa=True needs no block-list heads and G (here {G}) a power of two > 1 with "
+                         f"BLOCK_M (here {block_m}) / G >= 16")
+    pack = G if pack_gqa else 1
+    grid = (triton.cdiv(L, block_m // pack), Hq // pack, B)
     use_tma = (not INTERPRET if tma is None else tma) and out.dtype == q.dtype and tma_ok(q, k, v, out)
-    srcs = (_descriptor(q, block_m), _descriptor(k, block_n), _descriptor(v, block_n),
-            _descriptor(out, block_m)) if use_tma else (q, k, v, out)
+    srcs = (_descriptor(q, block_m // pack, pack), _descriptor(k, block_n), _descriptor(v, block_n),
+            _descriptor(out, block_m // pack, pack)) if use_tma else (q, k, v, out)
     _prefill_kernel[grid](
         *srcs, kinds, sinks, wins, idx, cnt,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
         idx.shape[1], idx.shape[2], L, scaling,
-        G=Hq // Hkv, HEAD_DIM=D, BLOCK_M=block_m, BLOCK_N=block_n, MAX_BLOCKS=idx.shape[2],
+        G=G, HEAD_DIM=D, BLOCK_M=block_m, BLOCK_N=block_n, MAX_BLOCKS=idx.shape[2],
         DOT_F32=INTERPRET or q.dtype == torch.float32, num_warps=num_warps, num_stages=num_stages,
         WIN_ONE_LOOP=longest_window <= window_one_loop_max, TMA=use_tma,
-        KINDS=present,
+        KINDS=present, PACK=pack,
     )
     return out

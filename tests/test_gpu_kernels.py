@@ -34,7 +34,8 @@ PLANS = {
 @pytest.mark.parametrize("name", sorted(PLANS))
 @pytest.mark.parametrize("L,D", [(4096, 128), (3000, 64), (777, 128)])
 @pytest.mark.parametrize("tma", [False, True])
-def test_triton_prefill_bf16(name, L, D, tma):
+@pytest.mark.parametrize("pack", [False, True])
+def test_triton_prefill_bf16(name, L, D, tma, pack):
     from sparsebench.kernels.triton_prefill import block_sparse_prefill, tma_ok
 
     g = torch.Generator(device="cuda").manual_seed(L)
@@ -45,7 +46,7 @@ def test_triton_prefill_bf16(name, L, D, tma):
         q, k, v = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in (q, k, v))
     out = torch.full_like(q, float("nan"))
     assert not tma or tma_ok(q, k, v, out)
-    block_sparse_prefill(q, k, v, PLANS[name], 1 / math.sqrt(D), out=out, tma=tma)
+    block_sparse_prefill(q, k, v, PLANS[name], 1 / math.sqrt(D), out=out, tma=tma, pack_gqa=pack)
     assert not torch.isnan(out).any()
     assert rel(out, ref_prefill(q, k, v, PLANS[name], 1 / math.sqrt(D))) < 1e-2
 

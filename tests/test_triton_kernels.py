@@ -44,7 +44,8 @@ def _prefill_ref(q, k, v, plan, scale):
 @pytest.mark.parametrize("D", [64, 128])
 @pytest.mark.parametrize("one_loop", [True, False])
 @pytest.mark.parametrize("tma", [False, True])
-def test_block_sparse_prefill_writes_every_element(L, D, one_loop, tma):
+@pytest.mark.parametrize("pack", [False, True])
+def test_block_sparse_prefill_writes_every_element(L, D, one_loop, tma, pack):
     from sparsebench.kernels.triton_prefill import block_sparse_prefill, tma_ok
 
     g = torch.Generator().manual_seed(L + D)
@@ -57,10 +58,22 @@ def test_block_sparse_prefill_writes_every_element(L, D, one_loop, tma):
     plan = PrefillPlan(sink=(0, 4, 70), window=(DENSE, 50, 90))  # head 2: its sink reaches into its window
     out = torch.full_like(q, float("nan"))
     block_sparse_prefill(q, k, v, plan, 1 / math.sqrt(D), out=out, window_one_loop_max=1 << 30 if one_loop else 0,
-                         tma=tma)
+                         tma=tma, pack_gqa=pack)  # pack: the 4 query heads of a KV head in one program
     ref = _prefill_ref(q, k, v, plan, 1 / math.sqrt(D))
     assert not torch.isnan(out).any()
     assert ((out.float() - ref).norm() / ref.norm()).item() < 1e-2
+
+
+def test_gqa_packing_refused_with_block_lists_or_a_non_power_of_two_group():
+    from sparsebench.kernels.triton_prefill import block_sparse_prefill
+
+    q, k, v = torch.randn(1, 6, 40, 64), torch.randn(1, 2, 40, 64), torch.randn(1, 2, 40, 64)
+    with pytest.raises(ValueError, match="G \\(here 3\\)"):
+        block_sparse_prefill(q, k, v, PrefillPlan(sink=(0, 0), window=(DENSE, DENSE)), 0.125, pack_gqa=True)
+    idx = torch.zeros((2, 1, 1), dtype=torch.long)
+    plan = PrefillPlan(sink=(0, 0), window=(DENSE, DENSE), blocks=BlockList(64, 64, idx), block_heads=(True, True))
+    with pytest.raises(ValueError, match="no block-list heads"):
+        block_sparse_prefill(torch.randn(1, 8, 40, 64), k, v, plan, 0.125, pack_gqa=True)
 
 
 def test_plan_tensors_built_once_per_plan_and_length():
@@ -88,6 +101,25 @@ def test_pdl_refused_where_unsupported():
 def test_dense_heads_include_windows_as_long_as_the_chunk():
     plan = PrefillPlan(sink=(0, 4, 4), window=(DENSE, 50, 200))
     assert plan.dense_heads(200) == [0, 2] and plan.dense_heads(201) == [0] and plan.dense_heads(50) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("min_len,to_sdpa", [(32, True), (64, False)])
+def test_dense_heads_auto_sends_some_dense_heads_to_sdpa_only_from_the_threshold(monkeypatch, min_len, to_sdpa):
+    import sparsebench.kernels.triton_backend as tb
+
+    calls = []
+    monkeypatch.setattr(tb, "SDPA_GATHER_MIN_LEN", min_len)
+    monkeypatch.setattr(tb, "dense_sdpa", lambda *a: calls.append(a[0].shape) or tb.F.scaled_dot_product_attention(
+        a[0], a[1], a[2], is_causal=True, scale=a[3], enable_gqa=True))
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(1, h, 40, 64, generator=g) for h in (8, 2, 2))
+    plan = PrefillPlan(sink=(0, 4), window=(DENSE, 12))  # KV head 0 dense, KV head 1 windowed
+    out = tb.TritonBackend("cpu", dense_heads="auto")._prefill_row(q, k, v, plan, 0.125)
+    assert calls == ([torch.Size([1, 4, 40, 64])] if to_sdpa else [])  # the dense head's 4 query heads only
+    ref = _prefill_ref(q, k, v, plan, 0.125)
+    assert ((out - ref).norm() / ref.norm()).item() < 1e-4
+    with pytest.raises(ValueError, match="dense_heads='cudnn'"):
+        tb.TritonBackend("cpu", dense_heads="cudnn")
 
 
 @pytest.mark.parametrize("tma", [False, True])
