@@ -69,8 +69,8 @@ def block_tables(plan, n: int, group: int, device):
         order = torch.argsort((~m).to(torch.int8), dim=-1, stable=True).to(torch.int32)
         return cnt, order
 
-    pc, pi = to_idx(torch.stack(parts).repeat_interleave(group, 0))
-    fc, fi = to_idx(torch.stack(fulls).repeat_interleave(group, 0))
+    # sorted once per KV head, then repeated for its query group (the group shares the KV head's blocks)
+    pc, pi, fc, fi = (t.repeat_interleave(group, 0) for t in (*to_idx(torch.stack(parts)), *to_idx(torch.stack(fulls))))
     return pc[None], pi[None], fc[None], fi[None]
 
 

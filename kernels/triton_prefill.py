@@ -197,7 +197,8 @@ def _prefill_kernel(Q, K, V, O, KIND_PTR, SINK_PTR, WIN_PTR, BLK_IDX, BLK_CNT,
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
     out = acc / l_safe[:, None]
     if TMA:
-        O.store([b, h0, start_m * BLOCK_P, 0], out.to(O.dtype).reshape(1, PACK, BLOCK_P, HEAD_DIM))  # rows past L dropped
+        # rows past L are dropped by the descriptor
+        O.store([b, h0, start_m * BLOCK_P, 0], out.to(O.dtype).reshape(1, PACK, BLOCK_P, HEAD_DIM))
     else:
         o_rows = O + b * stride_ob + row_head * stride_oh + offs_m * stride_om
         tl.store(o_rows[:, None] + offs_d[None, :], out.to(O.dtype.element_ty), mask=offs_m[:, None] < n_ctx)
