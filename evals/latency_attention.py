@@ -283,7 +283,7 @@ def prefill_row(c: LatencyAttentionConfig, m: dict) -> dict:
     extra = {"config_ms": config_ms} if config_ms else {}
     if c.adjacent_baseline and be != "sdpa_cudnn":
         # dense cuDNN on the same inputs, timed right after this row: the same clocks and power state (H100,
-        # run 11: a kernel timed after seconds of dense work ran up to 13 % slower than on a cool GPU)
+        # run 11: StreamingLLM at 32K timed after 20 s of dense work ran 5-9 % slower than on a cool GPU)
         extra["cudnn_adjacent_ms"] = median_ms(sdpa_fn("sdpa_cudnn"), c.warmup_ms, c.rep_ms)
     blocks, dense_blocks = computed_blocks(plan, n, Hq // Hkv)
     return {"ms": ms, "flops": flops, "density": pairs / causal, "blocks": blocks * B, "causal_blocks": dense_blocks * B,

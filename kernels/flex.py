@@ -70,7 +70,8 @@ def block_tables(plan, n: int, group: int, device):
         return cnt, order
 
     # sorted once per KV head, then repeated for its query group (the group shares the KV head's blocks)
-    pc, pi, fc, fi = (t.repeat_interleave(group, 0) for t in (*to_idx(torch.stack(parts)), *to_idx(torch.stack(fulls))))
+    tables = (*to_idx(torch.stack(parts)), *to_idx(torch.stack(fulls)))
+    pc, pi, fc, fi = (t.repeat_interleave(group, 0) for t in tables)
     return pc[None], pi[None], fc[None], fi[None]
 
 

@@ -293,7 +293,7 @@ def block_sparse_prefill(q, k, v, plan, scaling: float, out=None, skip_dense: bo
     if plan.blocks is not None:
         block_m, block_n = plan.blocks.block_q, plan.blocks.block_k
     # a launch of short windows only (StreamingLLM; streaming heads with their dense heads on cuDNN): 64 x 64 tiles,
-    # 4 warps, GQA packed (H100, run 11: per block 1.22-1.27 of cuDNN's vs 1.26-1.60 at 128 x 64 per head)
+    # 4 warps, GQA packed (H100, run 11 StreamingLLM: per block 1.22-1.27 of cuDNN's vs 1.32-1.60 at 128 x 64 per head)
     short_windows = present == 1 << WINDOW and longest_window <= window_one_loop_max
     if block_m is None:
         block_m = 64 if (INTERPRET or short_windows or D > 64 and q.element_size() > 2) else 128
