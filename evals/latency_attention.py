@@ -6,8 +6,8 @@ for `batch_sizes`, in one layer of Llama-3-8B geometry (32 query / 8 KV heads, d
 (`triton` sends dense heads to cuDNN, `triton_all` runs every head in the Triton kernel).
 Timing: device events, warm-up excluded, medians (sparsebench.timing); decode steps are CUDA-graph
 replays of `decode_layers` layers' steps (each layer its own KV, as in a model's decode graph, so the
-graph launch is amortised and one layer's pages are not in L2 for the next), with L2 flushed before
-each replay (`decode_l2: flushed`; `warm` for comparison); each position of LServe's reuse cycle in
+graph launch is amortised and one layer's pages are not in L2 for the next), with L2 emptied of the
+step's data before each replay (`decode_l2`, see sparsebench.timing.L2_MODES); each position of LServe's reuse cycle in
 its own graph (selector on the first), the row being the mean over the cycle, per layer. Each row reports
 ms, TFLOP/s (prefill) or TB/s (decode), the fraction of the floor (FLOPs / measured matmul rate, or
 bytes / measured copy bandwidth) and the speedup over dense cuDNN (prefill) / dense SDPA (decode)
@@ -37,6 +37,9 @@ SPARSE_BACKENDS = ["flex", "triton", "triton_all"]
 DECODE_BACKENDS = {"full": ["sdpa", "triton"]}
 
 
+# a decode launch config: warps x stages x pages per split, then flags (see LatencyAttentionConfig.decode_configs)
+DECODE_CONFIG = r"([1-9][0-9]*)x([1-9][0-9]*)x([0-9]+)(s?i?r?p?)"
+
 @dataclass
 class LatencyAttentionConfig(TaskConfig):
     name: str = "latency_attention"
@@ -58,11 +61,14 @@ class LatencyAttentionConfig(TaskConfig):
     prefill_configs: List[str] = field(default_factory=lambda: ["128x128x8x3t", "128x64x8x3t", "128x128x8x2t",
                                                                 "64x64x4x3t", "64x32x4x4t", "128x128x8x3",
                                                                 "128x64x8x3", "64x64x4x3tp", "128x32x8x3tp"])
-    # paged decode launch configs tried per row (warps x stages x pages per split, 0 = automatic; a trailing "s":
-    # programs launched split-first, one row's splits side by side)
-    decode_configs: List[str] = field(default_factory=lambda: ["4x3x0", "4x4x0", "4x3x16", "4x2x0", "4x3x8",
-                                                               "4x3x8s", "4x3x16s"])
-    decode_l2: str = "flushed"  # flushed | warm: L2 state before each timed decode replay
+    # paged decode launch configs tried per row: warps x stages x pages per split (0 = automatic), then any of, in
+    # this order: "s" programs launched split-first (one row's splits side by side); "i" interleaved (strided)
+    # pages: split s reads list entries s, s + n_splits, ... (else a contiguous chunk); "r" short rows (LServe: its
+    # streaming rows get only the splits their pages need, one program per SM at batch 1); "p" the top-k launched
+    # as a PDL dependent of the page scores (Hopper; Quest / LServe selector steps)
+    decode_configs: List[str] = field(default_factory=lambda: ["4x3x0", "4x3x8", "4x3x8s", "4x3x16s", "4x3x0i",
+                                                               "4x3x8si", "4x4x8si", "4x3x8sir", "4x3x8sirp"])
+    decode_l2: str = "evicted"  # evicted | flushed | warm: L2 state before each timed decode replay (timing.L2_MODES)
     decode_layers: int = 8  # layers (each its own KV) per decode graph; times are per layer
     check_correctness: bool = True
     adjacent_baseline: bool = True  # prefill: also time dense cuDNN right after each sparse row (same GPU state)
@@ -104,15 +110,18 @@ class LatencyAttention(Task):
             raise ConfigError("task.prefill_configs", bad or c.prefill_configs,
                               "BLOCK_M x BLOCK_N x warps x stages, e.g. 128x64x8x3, then 't' for TMA loads, then 'p' "
                               "for GQA-packed programs")
-        bad = [x for x in c.decode_configs if not re.fullmatch(r"[1-9][0-9]*x[1-9][0-9]*x[0-9]+s?", str(x))]
+        bad = [x for x in c.decode_configs if not re.fullmatch(DECODE_CONFIG, str(x))]
         if bad or not c.decode_configs:
             raise ConfigError("task.decode_configs", bad or c.decode_configs,
-                              "warps x stages x pages per split, e.g. 4x3x8 (0 = automatic), 's' appended for "
-                              "split-first launch order")
+                              "warps x stages x pages per split, e.g. 4x3x8 (0 = automatic), then in this order any "
+                              "of 's' split-first launch order, 'i' interleaved pages, 'r' short rows, 'p' top-k "
+                              "as a PDL dependent")
         if c.decode_layers < 1:
             raise ConfigError("task.decode_layers", c.decode_layers, "an integer >= 1")
-        if c.decode_l2 not in ("flushed", "warm"):
-            raise ConfigError("task.decode_l2", c.decode_l2, "flushed or warm")
+        from sparsebench.timing import L2_MODES
+
+        if c.decode_l2 not in L2_MODES:
+            raise ConfigError("task.decode_l2", c.decode_l2, " | ".join(L2_MODES))
         if not torch.cuda.is_available():
             raise ConfigError("task.name", c.name, "a CUDA device (task=latency_attention times GPU kernels)")
 
@@ -305,7 +314,7 @@ def decode_row(c: LatencyAttentionConfig, m: dict) -> dict:
     from sparsebench.kernels import bench_steps
     from sparsebench.timing import graph_ms
 
-    flush = c.decode_l2 == "flushed"
+    l2 = c.decode_l2
     # a graph holds the step of `decode_layers` layers, each with its own KV (as a model's decode graph does):
     # the graph launch is paid once per layers, not per layer, and a layer's pages are not in L2 for the next
     layers = c.decode_layers if m["backend"] != "flex" else 1
@@ -316,25 +325,34 @@ def decode_row(c: LatencyAttentionConfig, m: dict) -> dict:
                                                c.n_kv_heads, c.head_dim, dtype, c) for _ in range(layers)]
         return (lambda i: [b[0](i) for b in built]), built[0][1], built
 
-    def set_conf(conf):  # "WxSxP", "s" appended: programs launched split-first
-        w, st, pps = (int(x) for x in conf.rstrip("s").split("x"))
-        bench_steps.PAGED_OPTS = {"num_warps": w, "num_stages": st, "split_first": conf.endswith("s"),
-                                  **({"pages_per_split": pps} if pps else {})}
+    def set_conf(conf):  # see LatencyAttentionConfig.decode_configs
+        w, st, pps, flags = re.fullmatch(DECODE_CONFIG, conf).groups()
+        bench_steps.PAGED_OPTS = {"num_warps": int(w), "num_stages": int(st), "split_first": "s" in flags,
+                                  "strided": "i" in flags, "short": "r" in flags,
+                                  **({"pages_per_split": int(pps)} if int(pps) else {})}
+        bench_steps.SELECT_OPTS = {"top_pdl": True} if "p" in flags else {}
 
     sweep = m["backend"] == "triton" and m["policy"] != "alisa_swa"  # rows that run the paged kernel
     best_conf, config_ms = None, {}
     if sweep and len(c.decode_configs) > 1:  # the fastest launch config (the losers' KV freed before the next)
         for conf in c.decode_configs:
             set_conf(conf)
-            step, steps, built = build()
-            config_ms[conf] = graph_ms(step, steps, flush_l2=flush, replays=50) / layers
+            try:
+                step, steps, built = build()
+                config_ms[conf] = graph_ms(step, steps, l2=l2, replays=50) / layers
+            except (ValueError, RuntimeError) as e:  # e.g. 'p' off Hopper: recorded, the sweep goes on
+                config_ms[conf] = f"failed: {e}"[:200]
+                continue
+            finally:
+                step = built = None
+                torch.cuda.empty_cache()
             if best_conf is None or config_ms[conf] < config_ms[best_conf]:
                 best_conf = conf
-            del step, built
-            torch.cuda.empty_cache()
+        if best_conf is None:
+            raise RuntimeError(f"every decode config failed: {config_ms}")
     elif sweep:
         best_conf = c.decode_configs[0]
-    bench_steps.PAGED_OPTS = {}
+    bench_steps.PAGED_OPTS, bench_steps.SELECT_OPTS = {}, {}
     if best_conf:
         set_conf(best_conf)
     step, steps, built = build()
@@ -348,14 +366,14 @@ def decode_row(c: LatencyAttentionConfig, m: dict) -> dict:
 
         ms = median_ms(lambda: [step(i) for i in range(steps)], c.warmup_ms, c.rep_ms) / steps
     else:
-        per_pos = [t / layers for t in graph_ms(step, steps, flush_l2=flush, per_step=True)]
+        per_pos = [t / layers for t in graph_ms(step, steps, l2=l2, per_step=True)]
         ms = sum(per_pos) / steps
         if steps > 1:  # where a reuse cycle's time goes: the selector step and a reuse step
             extra.update(select_step_ms=per_pos[0], reuse_step_ms=per_pos[1])
         for name in info.get("parts", {}):  # each kernel of the step alone
             extra[f"{name}_ms"] = graph_ms(lambda i, n=name: [b[2]["parts"][n]() for b in built],
-                                           flush_l2=flush) / layers
-    bench_steps.PAGED_OPTS = {}
+                                           l2=l2) / layers
+    bench_steps.PAGED_OPTS, bench_steps.SELECT_OPTS = {}, {}
     del built
     torch.cuda.empty_cache()
     return {"ms": ms, "bytes": info["bytes"], "note": note, "layers_per_graph": layers, **extra,

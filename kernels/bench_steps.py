@@ -48,7 +48,9 @@ def n_selected(p, pages: int) -> int:
 
 
 DEV = "cuda"  # the device the steps run on (tests set "cpu" under TRITON_INTERPRET=1)
-PAGED_OPTS: dict = {}  # paged_attention launch options the benchmark sweeps (num_warps, num_stages, pages_per_split)
+PAGED_OPTS: dict = {}  # paged_attention launch options the benchmark sweeps (num_warps, num_stages, pages_per_split,
+# split_first, strided; LServe only: "short", its streaming rows as short rows, and "select_pdl", its selector step's
+# attention launched as a PDL dependent of the top-k; see `_paged_opts`)
 SELECT_OPTS: dict = {}  # select_pages launch options (block_p, num_warps); the defaults unless a probe sets them
 
 
@@ -82,6 +84,18 @@ class Pool:
     def dense_view(self, B: int, H: int):
         return self.k.view(B, H, self.pps * self.page, self.D)[:, :, : self.tokens], \
             self.v.view(B, H, self.pps * self.page, self.D)[:, :, : self.tokens]
+
+
+def _paged_opts(short_rows=None, after_select: bool = False) -> dict:
+    """PAGED_OPTS as paged_attention's keywords: "short" becomes short_rows=short_rows where the step has short
+    rows; "select_pdl" becomes pdl=True for an attention launched right after a selection (the top-k then
+    compiled to let it launch early), and both are dropped elsewhere."""
+    opts = dict(PAGED_OPTS)
+    if opts.pop("short", False) and short_rows is not None:
+        opts["short_rows"] = short_rows
+    if opts.pop("select_pdl", False) and after_select:
+        opts["pdl"] = True
+    return opts
 
 
 def _ref_pages(q_rows, pool: Pool, ids, plen, scale):
@@ -160,7 +174,7 @@ def build_decode_step(policy: str, backend: str, B: int, N: int, Hq: int, Hkv: i
         out = torch.empty_like(q_rows)
 
         def step(i):
-            paged_attention(q_rows, pool.k, pool.v, ids, plen, scale, out=out, **PAGED_OPTS)
+            paged_attention(q_rows, pool.k, pool.v, ids, plen, scale, out=out, **_paged_opts())
 
         return step, 1, {"bytes": tokens * kv_bytes,
                          "check": lambda: (step(0), check_close(out, _ref_pages(q_rows, pool, ids, plen, scale)))[1]}
@@ -186,7 +200,7 @@ def build_decode_step(policy: str, backend: str, B: int, N: int, Hq: int, Hkv: i
         def step(i):
             select_pages(q_rows, pool.kmin, pool.kmax, lp_rows, 1, p.gqa_reduce, n_valid, base.view(-1), n_sel,
                          ids_buf, **SELECT_OPTS)
-            paged_attention(q_rows, pool.k, pool.v, ids_buf, len_buf, scale, out=out, **PAGED_OPTS)
+            paged_attention(q_rows, pool.k, pool.v, ids_buf, len_buf, scale, out=out, **_paged_opts())
 
         summaries = B * Hkv * pool.pps * 2 * D * elem
         return step, 1, {"bytes": B * Hkv * n_sel * page * kv_bytes + summaries, "selected_tokens": n_sel * page,
@@ -232,17 +246,22 @@ def build_decode_step(policy: str, backend: str, B: int, N: int, Hq: int, Hkv: i
         scores = torch.empty(B * R * G, ret.pps, device=DEV)
 
         def select():  # per query head: each KV head's summaries read once for its G query heads
+            opts = dict(SELECT_OPTS)
+            if PAGED_OPTS.get("select_pdl") and not opts.get("pdl"):  # the top-k lets the attention launch early
+                opts["top_pdl"] = opts.get("top_pdl") or "trigger"
             select_pages(q_ret, ret.kmin, ret.kmax, lp_rows, ret.lpp, "none", n_valid, ret_base.reshape(-1), n_sel,
-                         ids_buf, R * G, RO, scores=scores, **SELECT_OPTS)
+                         ids_buf, R * G, RO, scores=scores, **opts)
 
-        def attend():
+        def attend(after_select=False):  # streaming rows (R * G ..) list st.pps pages: short rows when "short"
             paged_attention(q_rows, pool.k, pool.v, ids_buf, len_buf, scale, out=out, row_queries=(q_off, q_cnt, G),
-                            **PAGED_OPTS)
+                            **_paged_opts(short_rows=(R * G, st.pps), after_select=after_select))
 
         def step(i):
             if i % reuse == 0:  # the selector runs when the history length is a multiple of 4
                 select()
-            attend()
+                attend(after_select=True)
+            else:
+                attend()
 
         def check():  # per query head: a streaming head attends over its KV head's row of pages
             step(0)

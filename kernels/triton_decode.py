@@ -3,10 +3,11 @@
 - `paged_attention`: one new token per row against the pages a row selected. A *row* is one KV
   head of one batch row (its query group packed together: GQ query heads share each K / V load)
   or one query head (per-query-head selections, GQ = 1). Pages are split across programs
-  (split-KV, flash-decoding); the last program of a row to finish reduces the row's splits (one
-  launch; `fuse_combine=False` reduces in a second kernel). Reads only the listed pages; an
-  optional position filter implements page-granular windows. A program loads its split's page ids
-  once, then reads `pages_per_iter` pages per software-pipelined tile.
+  (split-KV, flash-decoding; split s takes list entries s, s + n_splits, ..., or a contiguous chunk;
+  rows with short lists may get fewer splits, `short_rows`); the last program of a row to finish reduces
+  the row's splits (one launch; `fuse_combine=False` reduces in a second kernel). Reads only the listed
+  pages; an optional position filter implements page-granular windows. A program loads its split's page
+  ids once, then reads `pages_per_iter` pages per software-pipelined tile.
 - `page_scores`: Quest's bound for every logical page of a row from the per-page key min / max,
   reduced to physical pages (max of their logical pages): one pass over the summaries.
 - `top_pages`: the top-k pages of each score row (no sort: a search for the threshold on the scores' bits
@@ -74,17 +75,22 @@ def _pdl_capable(device: str) -> bool:
     return _HAS_GDC and not INTERPRET and dev.type == "cuda" and torch.cuda.get_device_capability(dev)[0] >= 9
 
 
-def use_pdl(device, pdl: bool) -> bool:
-    """Launch with programmatic dependent launch (Hopper or newer, a Triton with grid dependency control)?
+def use_pdl(device, pdl) -> tuple[bool, bool]:
+    """(compile the grid-dependency ops, launch as a PDL dependent) for pdl = False | True | "trigger" (Hopper or
+    newer, a Triton with grid dependency control).
 
-    With PDL the next kernel of the stream (or CUDA graph) is launched while this one finishes; every kernel
-    here calls gdc_wait before its first load, so all it hides is the launch latency between two dependent
-    kernels, never a data dependency. Off by default: on the H100 it moved the LServe decode cycle by -2 % to +4 %
-    and StreamingLLM's step by -6 % (run 7, docs/benchmarks/attention.md)."""
+    With PDL a kernel is launched while its predecessor in the stream (or CUDA graph) finishes, once the
+    predecessor's programs have called gdc_launch_dependents ("trigger": compiled with that call, launched
+    normally; True: also launched as a dependent). Every kernel here calls gdc_wait before its first load, so all
+    it hides is launch latency, never a data dependency. Off by default: on the H100, every decode kernel launched
+    so moved the LServe cycle by -2 % to +4 % and StreamingLLM's step by -6 % (run 7); run 12 uses it on the
+    selector step's edges only (docs/benchmarks/attention.md)."""
+    if pdl not in (False, True, "trigger"):
+        raise ValueError(f"pdl={pdl!r}: allowed False, True, 'trigger'")
     if pdl and not _pdl_capable(str(device)):
-        raise ValueError(f"pdl=True needs a Hopper-or-newer GPU and Triton with grid dependency control "
+        raise ValueError(f"pdl={pdl!r} needs a Hopper-or-newer GPU and Triton with grid dependency control "
                          f"(device {device}, Triton {triton.__version__})")
-    return bool(pdl)
+    return bool(pdl), pdl is True
 
 
 @triton.jit
@@ -135,8 +141,9 @@ def _store_partial(ACC, M, L, row, split, n_splits, acc, m_i, l_i, gq, GQ: tl.co
 # ------------------------------------------------------------------------------------------ paged attention
 @triton.jit
 def _combine_row(ACC, M, L, O, row, q0, gq, n_splits, GQ: tl.constexpr, GQ2: tl.constexpr, D: tl.constexpr,
-                 SC: tl.constexpr):
-    """O rows q0 .. q0 + gq = the softmax-weighted sum of the row's split partials (ACC [S, GQ, D], M / L [S, GQ]).
+                 SC: tl.constexpr, n_parts=None):
+    """O rows q0 .. q0 + gq = the softmax-weighted sum of the row's split partials (ACC [S, GQ, D], M / L [S, GQ];
+    the row's first n_parts of its n_splits slots, all when None).
 
     Works on the row flattened to C = GQ2 * D columns (GQ2 = GQ rounded up to a power of two, no tl.dot padding)
     and SC splits at a time, merging chunks with the online rule. A chunk's ACC, M and L loads are independent, so
@@ -145,12 +152,14 @@ def _combine_row(ACC, M, L, O, row, q0, gq, n_splits, GQ: tl.constexpr, GQ2: tl.
     g = offs_c // D
     cmask = g < gq
     base = row * n_splits * GQ
+    if n_parts is None:
+        n_parts = n_splits
     m_run = tl.full([GQ2 * D], float("-inf"), tl.float32)
     l_run = tl.zeros([GQ2 * D], tl.float32)
     acc = tl.zeros([GQ2 * D], tl.float32)
-    for s0 in range(0, n_splits, SC):
+    for s0 in range(0, n_parts, SC):
         offs_s = s0 + tl.arange(0, SC)
-        msk = (offs_s < n_splits)[:, None] & cmask[None, :]
+        msk = (offs_s < n_parts)[:, None] & cmask[None, :]
         at = base + offs_s[:, None] * GQ + g[None, :]  # [SC, C] partial (split, query head) of each column
         m = tl.load(M + at, mask=msk, other=float("-inf"), cache_modifier=".cg")
         l = tl.load(L + at, mask=msk, other=0.0, cache_modifier=".cg")
@@ -183,13 +192,27 @@ def _row_queries(QOFF, QCNT, row, GQ: tl.constexpr, ROW_Q: tl.constexpr):
 
 @triton.jit
 def _paged_split_kernel(Q, QOFF, QCNT, KP, VP, PAGES, PLEN, POS, POS_LO, ACC, M, L, O, CNT,
-                        n_pages, pages_per_split, n_splits, sm_scale, sink,
+                        n_pages, pages_per_split, n_splits, sm_scale, sink, R, R_long, short_splits, n_long_programs,
                         GQ: tl.constexpr, GQP: tl.constexpr, PAGE: tl.constexpr, D: tl.constexpr,
                         POS_FILTER: tl.constexpr, DOT_F32: tl.constexpr, PAGE_T: tl.constexpr, PPI: tl.constexpr,
                         FUSE_COMBINE: tl.constexpr, GQ2: tl.constexpr, SC: tl.constexpr, PDL: tl.constexpr,
-                        PPS: tl.constexpr, SPLIT_FIRST: tl.constexpr, ROW_Q: tl.constexpr):
+                        PPS: tl.constexpr, SPLIT_FIRST: tl.constexpr, ROW_Q: tl.constexpr, STRIDED: tl.constexpr,
+                        SHORT: tl.constexpr):
     _pdl_enter(PDL)
-    if SPLIT_FIRST:  # consecutive programs walk one row's splits (spreads a heavy row's splits over the SMs)
+    row_splits = n_splits
+    if SHORT:  # 1-D grid: the R_long long rows of every batch row first (n_splits programs each), then the short
+        p = tl.program_id(0)  # rows (short_splits each); a row's programs are consecutive
+        n_first = n_long_programs
+        if p < n_first:
+            t = p // n_splits
+            split = p % n_splits
+            row = (t // R_long) * R + t % R_long
+        else:
+            t = (p - n_first) // short_splits
+            split = (p - n_first) % short_splits
+            row = (t // (R - R_long)) * R + R_long + t % (R - R_long)
+            row_splits = short_splits
+    elif SPLIT_FIRST:  # consecutive programs walk one row's splits (spreads a heavy row's splits over the SMs)
         split = tl.program_id(0)
         row = tl.program_id(1)
     else:
@@ -207,7 +230,10 @@ def _paged_split_kernel(Q, QOFF, QCNT, KP, VP, PAGES, PLEN, POS, POS_LO, ACC, M,
     # dependent memory round trip (~0.9 us on an H100 with L2 cold) in front of every page's K / V loads, which
     # the software pipeline could not hide (measured: 64 empty pages in one program took 60 us).
     offs_p = tl.arange(0, PPS)  # PPS = pages_per_split rounded up to a power of two
-    offs_j = split * pages_per_split + offs_p
+    if STRIDED:  # split s reads list entries s, s + n_splits, ...: a short list spreads over the splits
+        offs_j = split + offs_p * row_splits
+    else:  # split s reads entries [s * pages_per_split, +pages_per_split)
+        offs_j = split * pages_per_split + offs_p
     jmask = (offs_p < pages_per_split) & (offs_j < n_pages)
     pids = tl.load(PAGES + row * n_pages + offs_j, mask=jmask, other=-1)
     ntoks = tl.where(pids >= 0, tl.load(PLEN + row * n_pages + offs_j, mask=jmask, other=0), 0)
@@ -239,8 +265,8 @@ def _paged_split_kernel(Q, QOFF, QCNT, KP, VP, PAGES, PLEN, POS, POS_LO, ACC, M,
         m_i = m_new
     _store_partial(ACC, M, L, row, split, n_splits, acc, m_i, l_i, gq, GQ, GQP, D)
     if FUSE_COMBINE:
-        if _last_of_row(CNT, row, n_splits):
-            _combine_row(ACC, M, L, O, row, q0, gq, n_splits, GQ, GQ2, D, SC)
+        if _last_of_row(CNT, row, row_splits):
+            _combine_row(ACC, M, L, O, row, q0, gq, n_splits, GQ, GQ2, D, SC, row_splits)
 
 
 @triton.jit
@@ -255,7 +281,7 @@ def _combine_kernel(ACC, M, L, O, QOFF, QCNT, n_splits, GQ: tl.constexpr, GQ2: t
 def paged_attention(q_rows, k_pool, v_pool, pages, page_len, scaling: float, pos_filter=None,
                     pages_per_split: int | None = None, num_warps: int = 4, num_stages: int = 2, out=None,
                     fuse_combine: bool = True, pdl: bool = False, pages_per_iter: int = 1,
-                    split_first: bool = False, row_queries=None):
+                    split_first: bool = False, row_queries=None, strided: bool = True, short_rows=None):
     """q_rows [B, R, GQ, D] against the listed pages -> out [B, R, GQ, D] (q's dtype).
     pdl: programmatic dependent launch (see `use_pdl`). pages_per_iter: pages read as
     one tile per loop iteration (raised to reach 16 token rows); split_first: launch order of the programs.
@@ -266,7 +292,13 @@ def paged_attention(q_rows, k_pool, v_pool, pages, page_len, scaling: float, pos
     (e.g. LServe: one row per retrieval query head, which selects its own pages, and one row per streaming KV
     head, whose query group shares its pages, so they are read once). Row r attends with queries q_off[r] ..
     q_off[r] + q_cnt[r] (q_cnt <= GQ) of q_rows flattened to [-1, D] and writes those rows of out (q_rows'
-    shape); rows = pages' [B, R]."""
+    shape); rows = pages' [B, R].
+    strided: split s of a row reads list entries s, s + n_splits, ... (a short list spreads over the splits), else
+    entries [s * pages_per_split, +pages_per_split).
+    short_rows: (R_long, short_pages): rows R_long.. of every batch row list at most short_pages pages (entries past
+    them are not read) and get only the splits those need, in a 1-D grid of exactly the programs needed (e.g.
+    LServe's streaming rows: 6 pages beside retrieval rows of 64; the launch then fits one program per SM instead of
+    doubling some SMs up with empty or short programs)."""
     if row_queries is not None:
         q_off, q_cnt, GQ = row_queries
         B, R = pages.shape[:2]
@@ -293,6 +325,14 @@ def paged_attention(q_rows, k_pool, v_pool, pages, page_len, scaling: float, pos
         raise ValueError(f"pages_per_split={pages_per_split}: allowed 1..{MAX_PAGES_PER_SPLIT} (a split's page ids "
                          "are held in registers)")
     n_splits = max(1, triton.cdiv(NP, pages_per_split))
+    R_long, short_splits, n_long_programs = R, n_splits, 0
+    if short_rows is not None:
+        R_long, short_pages = short_rows
+        if not 0 < R_long < R or short_pages < 1 or not fuse_combine:
+            raise ValueError(f"short_rows={short_rows}: needs 0 < R_long < R = {R}, short_pages >= 1 and "
+                             "fuse_combine=True")
+        short_splits = min(n_splits, triton.cdiv(short_pages, pages_per_split))
+        n_long_programs = B * R_long * n_splits
     GQP = _pow2(GQ)
     acc = torch.empty(rows, n_splits, GQ, D, dtype=torch.float32, device=q.device)
     m = torch.empty(rows, n_splits, GQ, dtype=torch.float32, device=q.device)
@@ -306,18 +346,24 @@ def paged_attention(q_rows, k_pool, v_pool, pages, page_len, scaling: float, pos
         out = torch.empty(q_rows.shape if row_queries is not None else (B, R, GQ, D), dtype=q_rows.dtype,
                           device=q.device)
     cnt = _counters(q.device, rows) if fuse_combine else pages
-    meta = {**_combine_meta(GQ, D, n_splits), "PDL": use_pdl(q.device, pdl), "ROW_Q": row_queries is not None}
+    pdl_ops, pdl_launch = use_pdl(q.device, pdl)
+    meta = {**_combine_meta(GQ, D, n_splits), "PDL": pdl_ops, "ROW_Q": row_queries is not None}
     page_t = triton.next_power_of_2(page)
     ppi = max(triton.next_power_of_2(pages_per_iter), triton.cdiv(16, page_t))
-    _paged_split_kernel[(n_splits, rows) if split_first else (rows, n_splits)](
+    if short_rows is not None:
+        grid = (n_long_programs + B * (R - R_long) * short_splits,)
+    else:
+        grid = (n_splits, rows) if split_first else (rows, n_splits)
+    _paged_split_kernel[grid](
         q, q_off, q_cnt, k_pool, v_pool, pages, page_len, pos_pool, pos_lo, acc, m, lse, out, cnt, NP, pages_per_split,
-        n_splits, scaling, sink, GQ=GQ, GQP=GQP, PAGE=page, D=D, POS_FILTER=pos_filter is not None,
-        DOT_F32=INTERPRET or q.dtype == torch.float32, PAGE_T=page_t, PPI=ppi, FUSE_COMBINE=fuse_combine, **meta,
-        PPS=_pow2(pages_per_split, ppi), SPLIT_FIRST=split_first,
-        num_warps=num_warps, num_stages=1 if INTERPRET else num_stages, launch_pdl=meta["PDL"])
+        n_splits, scaling, sink, R, R_long, short_splits, n_long_programs, GQ=GQ, GQP=GQP, PAGE=page, D=D,
+        POS_FILTER=pos_filter is not None, DOT_F32=INTERPRET or q.dtype == torch.float32, PAGE_T=page_t, PPI=ppi,
+        FUSE_COMBINE=fuse_combine, **meta, PPS=_pow2(pages_per_split, ppi), SPLIT_FIRST=split_first, STRIDED=strided,
+        SHORT=short_rows is not None, num_warps=num_warps, num_stages=1 if INTERPRET else num_stages,
+        launch_pdl=pdl_launch)
     if not fuse_combine:
         _combine_kernel[(rows,)](acc, m, lse, out, q_off, q_cnt, n_splits, GQ=GQ, D=D, **meta, num_warps=4,
-                                 launch_pdl=meta["PDL"])
+                                 launch_pdl=pdl_launch)
     return out
 
 
@@ -392,12 +438,17 @@ def page_scores_triton(q_rows, kmin_flat, kmax_flat, lp_rows, logical_per_page: 
     _page_scores_kernel[(B * R, triton.cdiv(n_phys, block_p))](
         q_rows.contiguous(), kmin_flat, kmax_flat, lp_rows.reshape(B * R, n_lp).to(torch.int32).contiguous(), out,
         n_phys, n_lp, GQ=GQ, GQP=_pow2(GQ), D=D, LPP=logical_per_page, BLOCK_P=block_p, REDUCE=mode,
-        DOT_F32=INTERPRET or q_rows.dtype == torch.float32, PDL=(p := use_pdl(q_rows.device, pdl)), num_warps=num_warps,
-        launch_pdl=p)
+        DOT_F32=INTERPRET or q_rows.dtype == torch.float32, PDL=(p := use_pdl(q_rows.device, pdl))[0],
+        num_warps=num_warps, launch_pdl=p[1])
     return out
 
 
 # ------------------------------------------------------------------------------------------ top-k pages
+@triton.jit
+def _max_min(a_max, a_min, b_max, b_min):
+    return tl.maximum(a_max, b_max), tl.minimum(a_min, b_min)
+
+
 @triton.jit
 def _select_rows(SC, NPAGES, BASE, OUT, srow, rmask, n_cols, k_sel, out_width, rows_per_batch, out_rows_per_batch,
                  BLOCK: tl.constexpr, SEARCH: tl.constexpr):
@@ -423,8 +474,9 @@ def _select_rows(SC, NPAGES, BASE, OUT, srow, rmask, n_cols, k_sel, out_width, r
     # invariant: count(key >= lo) >= kk and the answer (the largest t with count(key >= t) >= kk, or any t with
     # count == kk) lies in [lo, hi]. Start from the row's key range: the answer is at most the largest key, and
     # at least the smallest valid key when kk keys or more are valid.
-    hi = tl.max(key, 1).to(tl.int64)
-    lo_valid = tl.min(tl.where(ok, key, ~tl.zeros_like(key)), 1).to(tl.int64)
+    hi, lo_valid = tl.reduce((key, tl.where(ok, key, ~tl.zeros_like(key))), 1, _max_min)  # one CTA-wide pass
+    hi = hi.to(tl.int64)
+    lo_valid = lo_valid.to(tl.int64)
     lo = tl.where(n_valid - 1 >= kk, tl.minimum(lo_valid, hi), 0)
     if SEARCH == 0:  # bisection
         while tl.max(hi - lo, 0) > 0:
@@ -456,9 +508,13 @@ def _select_rows(SC, NPAGES, BASE, OUT, srow, rmask, n_cols, k_sel, out_width, r
             hi = tl.where(c == kk, t, tl.where(c > kk, hi, t - 1))
     lo = lo.to(tl.uint32)
     greater = key > lo[:, None]
-    need = kk - tl.sum(greater.to(tl.int32), 1)
     eq = (key == lo[:, None]) & ok
-    take = greater | (eq & (tl.cumsum(eq.to(tl.int32), 1) <= need[:, None]))
+    counts = tl.sum(greater.to(tl.int64) + (eq.to(tl.int64) << 32), 1)  # both counts in one CTA-wide pass
+    need = kk - (counts & 0xFFFFFFFF).to(tl.int32)
+    if tl.max((counts >> 32).to(tl.int32) - need, 0) > 0:  # more ties at the threshold than places left:
+        take = greater | (eq & (tl.cumsum(eq.to(tl.int32), 1) <= need[:, None]))  # the first ones by page
+    else:  # (the common case: no scan for the ties)
+        take = greater | eq
     take = take & (tl.zeros_like(offs)[None, :] < kk)  # k_sel == 1: only the last page
     pos = tl.cumsum(take.to(tl.int32), 1) - 1
     out_row = (srow // rows_per_batch) * out_rows_per_batch + srow % rows_per_batch
@@ -491,23 +547,26 @@ def top_pages(scores, n_pages, base, k_sel: int, out, rows_per_batch: int | None
     _top_pages_kernel[(rows,)](scores, n_pages.to(torch.int32).contiguous(), base.to(torch.int64).contiguous(), out, P,
                                k_sel, out.stride(-2), rpb, out_rows_per_batch or rpb,
                                BLOCK=triton.next_power_of_2(P), SEARCH=SEARCHES[search],
-                               PDL=(p := use_pdl(scores.device, pdl)),
-                               num_warps=num_warps, launch_pdl=p)
+                               PDL=(p := use_pdl(scores.device, pdl))[0],
+                               num_warps=num_warps, launch_pdl=p[1])
     return out
 
 
 def select_pages(q_rows, kmin_flat, kmax_flat, lp_rows, logical_per_page: int, reduce: str, n_pages, base,
                  k_sel: int, out, rows_per_batch: int | None = None, out_rows_per_batch: int | None = None,
-                 block_p: int = 8, num_warps: int = 2, top_warps: int = 8, scores=None, pdl: bool = False,
-                 top_search: str = "bisect"):
+                 block_p: int = 8, num_warps: int = 2, top_warps: int = 8, scores=None, pdl=False,
+                 top_search: str = "bisect", top_pdl=None):
     """A decode step's page selection: `page_scores_triton` into `scores` (fp32 scratch of the score rows), then
     `top_pages` over its score rows (two launches; defaults = the fastest in the H100 sweep at 128K, batch 1
-    and 8). Score rows are the B * R rows (reduce max / sum) or the B * R * GQ query heads (reduce "none");
-    n_pages / base [score rows]."""
+    and 8). pdl applies to both launches; top_pdl (default: pdl) to the top-k alone, which then waits on the page
+    scores as a PDL dependent (True) or lets its own successor launch early ("trigger"). Score rows are the
+    B * R rows (reduce max / sum) or the B * R * GQ query heads (reduce "none"); n_pages / base [score rows]."""
+    if top_pdl is None:
+        top_pdl = pdl
     scores = page_scores_triton(q_rows, kmin_flat, kmax_flat, lp_rows, logical_per_page, reduce, block_p, scores,
-                                num_warps, pdl)
+                                num_warps, "trigger" if top_pdl and pdl is False else pdl)
     return top_pages(scores.view(-1, scores.shape[-1]), n_pages, base, k_sel, out, rows_per_batch,
-                     out_rows_per_batch, num_warps=top_warps, pdl=pdl, search=top_search)
+                     out_rows_per_batch, num_warps=top_warps, pdl=top_pdl, search=top_search)
 
 
 # ------------------------------------------------------------------------------------------ gathered tokens

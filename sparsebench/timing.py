@@ -3,9 +3,10 @@
 - `median_ms(fn)`: triton.testing.do_bench (CUDA events, warm-up, L2 flush between repeats), median.
 - `graph_ms(step, steps=1)`: time each position of a cycle of `steps` calls (e.g. LServe's reuse
   cycle: the selector step, then reuse steps) as its own CUDA graph after a warm-up, replays timed
-  with events; returns the mean over the cycle of the per-position medians. L2 is flushed before
-  each timed replay (as in a model, where the other layers' KV passes through L2 between two steps of
-  one layer): a small working set (a few MB of selected pages) would otherwise be served from L2.
+  with events; returns the mean over the cycle of the per-position medians. Before each timed replay
+  L2 is emptied of the step's data (as in a model, where the other layers' KV passes through L2 between
+  two steps of one layer): a small working set (a few MB of selected pages) would otherwise be served
+  from L2. `L2_MODES` says how.
 - `ceilings()`: the device's measured copy bandwidth (bytes read + written per second, a large
   device-to-device copy) and bf16 matmul rate (8192^3), the floors every row is compared with.
 """
@@ -24,20 +25,31 @@ def median_ms(fn, warmup_ms: int = 25, rep_ms: int = 100) -> float:
 
 
 _L2_FLUSH: dict = {}
+# L2 state before a timed replay:
+#   evicted: a 256 MB buffer is read, so L2 holds other, clean data (as after the other layers' KV reads);
+#   flushed: the buffer is zero-filled (do_bench's way), so L2 holds 50 MB of dirty lines, which are written
+#            back to DRAM while the timed replay evicts them: a few us of DRAM time charged to the replay;
+#   warm: nothing between replays.
+L2_MODES = ("evicted", "flushed", "warm")
 
 
-def _flush_l2():
+def _flush_l2(mode: str):
     dev = torch.cuda.current_device()
     if dev not in _L2_FLUSH:  # 256 MB: several times any current GPU's L2
-        _L2_FLUSH[dev] = torch.empty(256 << 20, dtype=torch.int8, device="cuda")
-    _L2_FLUSH[dev].zero_()
+        _L2_FLUSH[dev] = torch.ones(256 << 20, dtype=torch.int8, device="cuda")
+    if mode == "flushed":
+        _L2_FLUSH[dev].zero_()
+    elif mode == "evicted":
+        _L2_FLUSH[dev].amax()  # reads 256 MB, writes one byte
 
 
 def graph_ms(step, steps: int = 1, replays: int = 200, warmup: int = 3, warm_replays: int = 20,
-             flush_l2: bool = True, per_step: bool = False):
+             l2: str = "evicted", per_step: bool = False):
     """Mean over the `steps` positions of a cycle of the median time of `step(i)`, each position captured in
-    its own CUDA graph and replayed after an L2 flush (cold, as in a model), or back to back when not.
+    its own CUDA graph and replayed after putting L2 in state `l2` (see L2_MODES).
     per_step: the list of per-position medians instead of their mean."""
+    if l2 not in L2_MODES:
+        raise ValueError(f"l2={l2!r}: allowed {L2_MODES}")
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):  # warm-up outside the graph (compiles, allocations)
@@ -59,8 +71,8 @@ def graph_ms(step, steps: int = 1, replays: int = 200, warmup: int = 3, warm_rep
     for _ in range(replays):
         for i, g in enumerate(graphs):  # in cycle order, so state (e.g. a selection) flows as in decode
             a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            if flush_l2:
-                _flush_l2()  # stream-ordered before the start event
+            if l2 != "warm":
+                _flush_l2(l2)  # stream-ordered before the start event
             a.record()
             g.replay()
             b.record()

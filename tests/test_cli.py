@@ -85,7 +85,7 @@ BAD = [
     (["policy=quest", "policy.budgt=5"], "policy.budgt", "budget"),
     (["backend=sdpa", "policy=lserve"], "backend.name='sdpa'", "reference"),
     (["-m", "policy=full,nope"], "policy='nope'", "streaming_llm"),
-    (["task=latency_attention", "task.decode_l2=cold"], "task.decode_l2='cold'", "flushed or warm"),
+    (["task=latency_attention", "task.decode_l2=cold"], "task.decode_l2='cold'", "evicted | flushed | warm"),
     (["task=latency_attention", "task.decode_layers=0"], "task.decode_layers=0", ">= 1"),
     (["task=latency_attention", "task.decode_configs=[4x3x8q]"], "task.decode_configs=['4x3x8q']", "split-first"),
     (["task=latency_attention", "task.prefill_configs=[128x64x8]"], "task.prefill_configs=['128x64x8']",

@@ -104,7 +104,17 @@ def test_paged_decode_and_gather_bf16_at_128k_pages():
     assert rel(first, two) < 1e-3
     # other launch settings (checked against the reference below): pages per tile, split-first launch order
     variants = {str(o): paged_attention(q, kp, vp, pages, plen, 0.1, **o)
-                for o in ({"pages_per_iter": 2}, {"split_first": True, "pages_per_split": 16}, {"pages_per_iter": 4})}
+                for o in ({"pages_per_iter": 2}, {"split_first": True, "pages_per_split": 16}, {"pages_per_iter": 4},
+                          {"strided": False, "pages_per_split": 16})}
+    # short rows (rows 6-7 list 5 pages): the rectangular launch's result up to bf16 rounding (another split order;
+    # the exact equality is checked in fp32 on the CPU: test_paged_attention_short_rows)
+    pages_s = pages.clone()
+    pages_s[:, 6:, 5:] = -1
+    plen_s = torch.where(pages_s >= 0, page, 0)
+    for strided in (True, False):
+        assert rel(paged_attention(q, kp, vp, pages_s, plen_s, 0.1, pages_per_split=8, short_rows=(6, 5),
+                                   strided=strided),
+                   paged_attention(q, kp, vp, pages_s, plen_s, 0.1, pages_per_split=8)) < 1e-2
     # programmatic dependent launch inside a CUDA graph: the same bits as ordinary launches
     pdl_out = torch.empty_like(q)
     paged_attention(q, kp, vp, pages, plen, 0.1, pages_per_split=4, out=pdl_out, pdl=True)
@@ -116,6 +126,17 @@ def test_paged_decode_and_gather_bf16_at_128k_pages():
     graph.replay()
     torch.cuda.synchronize()
     assert torch.equal(pdl_out, first)
+    # PDL on one edge only: a kernel compiled to trigger ("trigger", launched normally), its successor a dependent
+    mid = torch.empty_like(q)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        paged_attention(q, kp, vp, pages, plen, 0.1, pages_per_split=4, out=mid, pdl="trigger")
+        paged_attention(q, kp, vp, pages, plen, 0.1, pages_per_split=4, out=pdl_out, pdl=True)
+    mid.fill_(float("nan"))
+    pdl_out.fill_(float("nan"))
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(mid, first) and torch.equal(pdl_out, first)
     flat = (pages.unsqueeze(-1) * page + torch.arange(page, device="cuda")).flatten(-2)
     flat = torch.where(flat >= 0, flat, -1)
     flat[pages.repeat_interleave(page, -1) < 0] = -1
@@ -142,6 +163,15 @@ def test_top_pages_at_128k_pages_matches_torch_topk():
     base = torch.arange(rows, device="cuda") * 10_000
     out = torch.full((rows, k_sel), -1, dtype=torch.int32, device="cuda")
     top_pages(scores, n_pages, base, k_sel, out)
+    # the top-k launched as a PDL dependent of a kernel that triggers (LServe's selector step, config 'p')
+    pdl_out = torch.full_like(out, -1)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        top_pages(scores, n_pages, base, k_sel, pdl_out, pdl="trigger")
+        top_pages(scores, n_pages, base, k_sel, pdl_out, pdl=True)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(pdl_out, out)
     for r in range(rows):
         n = int(n_pages[r])
         want = scores[r, : n - 1].topk(k_sel - 1).indices.sort().values  # distinct random scores: no ties

@@ -93,9 +93,13 @@ def test_plan_tensors_built_once_per_plan_and_length():
 def test_pdl_refused_where_unsupported():
     from sparsebench.kernels.triton_decode import use_pdl
 
-    assert use_pdl("cpu", False) is False
+    assert use_pdl("cpu", False) == (False, False)  # (compile the grid-dependency ops, launch as a dependent)
     with pytest.raises(ValueError, match="pdl=True needs a Hopper"):
         use_pdl("cpu", True)
+    with pytest.raises(ValueError, match="pdl='trigger' needs a Hopper"):
+        use_pdl("cpu", "trigger")
+    with pytest.raises(ValueError, match="allowed False, True, 'trigger'"):
+        use_pdl("cpu", "yes")
 
 
 def test_dense_heads_include_windows_as_long_as_the_chunk():
@@ -166,13 +170,14 @@ def test_paged_attention_writes_every_element_and_skips_empty_rows():
             assert torch.allclose(out[b, r].float(), w @ toks_v, atol=2e-3)
 
 
-@pytest.mark.parametrize("fuse,pps,ppi,split_first,page", [(True, 1, 1, False, 16), (False, 1, 1, True, 16),
-                                                             (True, 3, 2, True, 16), (True, 5, 4, False, 16),
-                                                             (False, 4, 1, False, 8)])
-def test_paged_attention_combines_many_splits_in_chunks(fuse, pps, ppi, split_first, page):
+@pytest.mark.parametrize("fuse,pps,ppi,split_first,page,strided", [
+    (True, 1, 1, False, 16, True), (False, 1, 1, True, 16, False), (True, 3, 2, True, 16, True),
+    (True, 3, 2, True, 16, False), (True, 5, 4, False, 16, True), (False, 4, 1, False, 8, False)])
+def test_paged_attention_combines_many_splits_in_chunks(fuse, pps, ppi, split_first, page, strided):
     """20 one-page splits per row: more than one chunk of the combine (4096 // (GQ2 * D) = 8 splits at GQ 4, D 128)
     and a GQ of 3 (padded to 4 columns groups), with rows of different lengths and an empty row; also splits that
-    are not a multiple of the pages read per iteration, either launch order, and 8-token pages (two per tile)."""
+    are not a multiple of the pages read per iteration, either launch order, 8-token pages (two per tile), and
+    either assignment of list entries to splits (strided or contiguous chunks)."""
     from sparsebench.kernels.triton_decode import _combine_meta, paged_attention
 
     P, D, GQ = 24, 128, 3
@@ -186,7 +191,7 @@ def test_paged_attention_combines_many_splits_in_chunks(fuse, pps, ppi, split_fi
     plen = torch.where(pages >= 0, torch.randint(1, page + 1, pages.shape, generator=g), 0)
     out = torch.full((1, 3, GQ, D), float("nan"), dtype=torch.float16)
     paged_attention(q, kp, vp, pages, plen, 0.09, pages_per_split=pps, out=out, fuse_combine=fuse,
-                    pages_per_iter=ppi, split_first=split_first)
+                    pages_per_iter=ppi, split_first=split_first, strided=strided)
     for r in range(2):
         sel = [(p, int(plen[0, r, j])) for j, p in enumerate(pages[0, r].tolist()) if p >= 0]
         k = torch.cat([kp[p, :n] for p, n in sel]).float()
@@ -358,3 +363,38 @@ def test_paged_attention_rows_of_their_own_query_count(fuse):
     assert (out[:, 6] == 7.0).all()
     with pytest.raises(ValueError, match="row_queries"):
         paged_attention(q, kp, vp, pages, plen, 0.3, row_queries=(q_off[:, :2], q_cnt, 4))
+
+
+@pytest.mark.parametrize("strided,pps,row_q", [(True, 3, False), (False, 3, False), (True, 2, True), (False, 8, True)])
+def test_paged_attention_short_rows(strided, pps, row_q):
+    """short_rows=(R_long, n): rows R_long.. of every batch row get only the splits their n listed pages need, in a
+    1-D grid (LServe: streaming rows beside retrieval rows); the result equals the rectangular launch, per row and
+    query; bad settings are refused."""
+    from sparsebench.kernels.triton_decode import paged_attention
+
+    g = torch.Generator().manual_seed(21)
+    kp, vp = torch.randn(40, 16, 32, generator=g), torch.randn(40, 16, 32, generator=g)
+    B, R, NP = 2, 5, 10  # rows 0-2 long (10 entries), rows 3-4 short (<= 3 pages listed)
+    pages = torch.randint(0, 40, (B, R, NP), generator=g, dtype=torch.int32)
+    pages[:, 3:, 3:] = -1
+    pages[1, 4, 1:] = -1
+    pages[0, 1, 7:] = -1
+    plen = torch.where(pages >= 0, torch.randint(1, 17, pages.shape, generator=g, dtype=torch.int32), 0)
+    if row_q:  # rows 0-2 one query each, rows 3-4 two queries each
+        q = torch.randn(B, 7, 1, 32, generator=g)
+        q_off = (torch.tensor([0, 1, 2, 3, 5]) + 7 * torch.arange(B).unsqueeze(1)).int()
+        q_cnt = torch.tensor([[1, 1, 1, 2, 2]] * B, dtype=torch.int32)
+        kw = {"row_queries": (q_off, q_cnt, 2)}
+    else:
+        q = torch.randn(B, R, 2, 32, generator=g)
+        kw = {}
+    want = paged_attention(q, kp, vp, pages, plen, 0.2, pages_per_split=pps, **kw)
+    out = torch.full_like(q, float("nan"))
+    paged_attention(q, kp, vp, pages, plen, 0.2, pages_per_split=pps, strided=strided, short_rows=(3, 3), out=out,
+                    **kw)
+    assert torch.allclose(out, want, atol=1e-5)
+    for bad in ((0, 3), (R, 3), (3, 0)):
+        with pytest.raises(ValueError, match="short_rows"):
+            paged_attention(q, kp, vp, pages, plen, 0.2, short_rows=bad, **kw)
+    with pytest.raises(ValueError, match="fuse_combine=True"):
+        paged_attention(q, kp, vp, pages, plen, 0.2, short_rows=(3, 3), fuse_combine=False, **kw)

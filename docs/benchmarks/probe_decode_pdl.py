@@ -20,7 +20,7 @@ L = 8  # layers per graph
 
 
 def t_graph(fn, steps=1, replays=100, per_step=False):
-    r = graph_ms(fn, steps, per_step=per_step, replays=replays)
+    r = graph_ms(fn, steps, per_step=per_step, replays=replays, l2="flushed")
     return [t / L * 1e3 for t in r] if per_step else r / L * 1e3
 
 

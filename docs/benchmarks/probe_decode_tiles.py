@@ -8,7 +8,7 @@ from sparsebench.kernels import bench_steps as bs
 from sparsebench.timing import graph_ms
 OUT = os.environ.get("OUT", "/tmp"); L = 8; res = {}
 def t(fn, replays=60, steps=1, per_step=False):
-    r = graph_ms(fn, steps, replays=replays, per_step=per_step)
+    r = graph_ms(fn, steps, replays=replays, per_step=per_step, l2="flushed")
     return [x / L * 1e3 for x in r] if per_step else r / L * 1e3
 for B in (1, 8):
     for pol in ("lserve", "quest"):

@@ -50,10 +50,10 @@ for pps in (1, 2, 4, 8):
 print("fused combine check ok", flush=True)
 
 def per_pos(step, steps, layers=8, replays=100):
-    return [t / layers * 1e3 for t in graph_ms(step, steps, per_step=True, replays=replays)]
+    return [t / layers * 1e3 for t in graph_ms(step, steps, per_step=True, replays=replays, l2="flushed")]
 
 def t_part(built, name, replays=60):
-    return graph_ms(lambda i: [b[2]["parts"][name]() for b in built], replays=replays) / 8 * 1e3
+    return graph_ms(lambda i: [b[2]["parts"][name]() for b in built], replays=replays, l2="flushed") / 8 * 1e3
 
 for B in (1, 8):
     N = 131072

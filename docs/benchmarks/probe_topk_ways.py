@@ -14,7 +14,7 @@ from sparsebench.kernels import triton_decode as td
 from sparsebench.timing import graph_ms
 OUT = os.environ.get("OUT", "/tmp"); L = 8; res = {}
 def t(fn, replays=100, steps=1, per_step=False):
-    r = graph_ms(fn, steps, replays=replays, per_step=per_step)
+    r = graph_ms(fn, steps, replays=replays, per_step=per_step, l2="flushed")
     return [x / L * 1e3 for x in r] if per_step else r / L * 1e3
 for B in (1, 8):
     built = [bs.build_decode_step("lserve", "triton", B, 131072, 32, 8, 128, torch.bfloat16) for _ in range(L)]
