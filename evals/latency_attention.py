@@ -7,8 +7,8 @@ for `batch_sizes`, in one layer of Llama-3-8B geometry (32 query / 8 KV heads, d
 Timing: device events, warm-up excluded, medians (sparsebench.timing); decode steps are CUDA-graph
 replays of `decode_layers` layers' steps (each layer its own KV, as in a model's decode graph, so the
 graph launch is amortised and one layer's pages are not in L2 for the next), with L2 emptied of the
-step's data before each replay (`decode_l2`, see sparsebench.timing.L2_MODES); each position of LServe's reuse cycle in
-its own graph (selector on the first), the row being the mean over the cycle, per layer. Each row reports
+step's data before each replay (`decode_l2`, see sparsebench.timing.L2_MODES); each position of LServe's
+reuse cycle in its own graph (selector on the first), the row being the mean over the cycle, per layer. Each row reports
 ms, TFLOP/s (prefill) or TB/s (decode), the fraction of the floor (FLOPs / measured matmul rate, or
 bytes / measured copy bandwidth) and the speedup over dense cuDNN (prefill) / dense SDPA (decode)
 of the same shapes measured in the same run (`aggregate`). Before timing, each row's output is
@@ -39,6 +39,7 @@ DECODE_BACKENDS = {"full": ["sdpa", "triton"]}
 
 # a decode launch config: warps x stages x pages per split, then flags (see LatencyAttentionConfig.decode_configs)
 DECODE_CONFIG = r"([1-9][0-9]*)x([1-9][0-9]*)x([0-9]+)(s?i?r?p?)"
+
 
 @dataclass
 class LatencyAttentionConfig(TaskConfig):

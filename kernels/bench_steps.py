@@ -49,8 +49,7 @@ def n_selected(p, pages: int) -> int:
 
 DEV = "cuda"  # the device the steps run on (tests set "cpu" under TRITON_INTERPRET=1)
 PAGED_OPTS: dict = {}  # paged_attention launch options the benchmark sweeps (num_warps, num_stages, pages_per_split,
-# split_first, strided; LServe only: "short", its streaming rows as short rows, and "select_pdl", its selector step's
-# attention launched as a PDL dependent of the top-k; see `_paged_opts`)
+# split_first, strided; "short": LServe's streaming rows as short rows, see `_paged_opts`)
 SELECT_OPTS: dict = {}  # select_pages launch options (block_p, num_warps); the defaults unless a probe sets them
 
 
@@ -86,15 +85,12 @@ class Pool:
             self.v.view(B, H, self.pps * self.page, self.D)[:, :, : self.tokens]
 
 
-def _paged_opts(short_rows=None, after_select: bool = False) -> dict:
+def _paged_opts(short_rows=None) -> dict:
     """PAGED_OPTS as paged_attention's keywords: "short" becomes short_rows=short_rows where the step has short
-    rows; "select_pdl" becomes pdl=True for an attention launched right after a selection (the top-k then
-    compiled to let it launch early), and both are dropped elsewhere."""
+    rows, and is dropped elsewhere."""
     opts = dict(PAGED_OPTS)
     if opts.pop("short", False) and short_rows is not None:
         opts["short_rows"] = short_rows
-    if opts.pop("select_pdl", False) and after_select:
-        opts["pdl"] = True
     return opts
 
 
@@ -246,22 +242,17 @@ def build_decode_step(policy: str, backend: str, B: int, N: int, Hq: int, Hkv: i
         scores = torch.empty(B * R * G, ret.pps, device=DEV)
 
         def select():  # per query head: each KV head's summaries read once for its G query heads
-            opts = dict(SELECT_OPTS)
-            if PAGED_OPTS.get("select_pdl") and not opts.get("pdl"):  # the top-k lets the attention launch early
-                opts["top_pdl"] = opts.get("top_pdl") or "trigger"
             select_pages(q_ret, ret.kmin, ret.kmax, lp_rows, ret.lpp, "none", n_valid, ret_base.reshape(-1), n_sel,
-                         ids_buf, R * G, RO, scores=scores, **opts)
+                         ids_buf, R * G, RO, scores=scores, **SELECT_OPTS)
 
-        def attend(after_select=False):  # streaming rows (R * G ..) list st.pps pages: short rows when "short"
+        def attend():  # streaming rows (R * G ..) list st.pps pages: short rows when "short"
             paged_attention(q_rows, pool.k, pool.v, ids_buf, len_buf, scale, out=out, row_queries=(q_off, q_cnt, G),
-                            **_paged_opts(short_rows=(R * G, st.pps), after_select=after_select))
+                            **_paged_opts(short_rows=(R * G, st.pps)))
 
         def step(i):
             if i % reuse == 0:  # the selector runs when the history length is a multiple of 4
                 select()
-                attend(after_select=True)
-            else:
-                attend()
+            attend()
 
         def check():  # per query head: a streaming head attends over its KV head's row of pages
             step(0)

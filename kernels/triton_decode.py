@@ -202,14 +202,13 @@ def _paged_split_kernel(Q, QOFF, QCNT, KP, VP, PAGES, PLEN, POS, POS_LO, ACC, M,
     row_splits = n_splits
     if SHORT:  # 1-D grid: the R_long long rows of every batch row first (n_splits programs each), then the short
         p = tl.program_id(0)  # rows (short_splits each); a row's programs are consecutive
-        n_first = n_long_programs
-        if p < n_first:
+        if p < n_long_programs:
             t = p // n_splits
             split = p % n_splits
             row = (t // R_long) * R + t % R_long
         else:
-            t = (p - n_first) // short_splits
-            split = (p - n_first) % short_splits
+            t = (p - n_long_programs) // short_splits
+            split = (p - n_long_programs) % short_splits
             row = (t // (R - R_long)) * R + R_long + t % (R - R_long)
             row_splits = short_splits
     elif SPLIT_FIRST:  # consecutive programs walk one row's splits (spreads a heavy row's splits over the SMs)

@@ -9,8 +9,9 @@ sink 128 + local 256), split-KV with pages_per_split 8, so 8 splits per row: 160
   short rows ('r'): the streaming rows get only the splits their 6 pages need (chunked: 1 program; strided: 1),
       in a 1-D grid of exactly the programs needed: 128 + 4 = 132, one per SM;
   then, on 'sir', programmatic dependent launch on the selector step's edges only: '+top' the top-k launched as a
-      dependent of the page scores, '+att' the attention as a dependent of the top-k, '+both'; '+top+scores' also
-      the page scores as a dependent of the kernel before them (the previous layer's attention here).
+      dependent of the page scores; '+top+scores' also the page scores as a dependent of the kernel before them
+      (the previous layer's attention here). Run 12's data also holds '+att' (the attention as a dependent of the
+      top-k) and '+both', from an option since removed (it lost).
 Per variant, alternately over rounds: the reuse cycle (selector step + 3 reuse steps, per position) and dense SDPA.
 Run on a GPU box:  OUT=/tmp python3 docs/benchmarks/probe_decode_layout.py   # writes $OUT/layout.json
 """
@@ -28,7 +29,6 @@ L, N = 8, 131072
 SIR = {"strided": True, "short": True}
 VARIANTS = {"4x3x8s": {}, "4x3x8si": {"strided": True}, "4x3x8sr": {"short": True}, "4x3x8sir": SIR,
             "4x3x0i": {"strided": True, "auto": True}, "sir+top": {**SIR, "top_pdl": True},
-            "sir+att": {**SIR, "select_pdl": True}, "sir+both": {**SIR, "top_pdl": True, "select_pdl": True},
             "sir+top+scores": {**SIR, "top_pdl": True, "scores_pdl": True}}
 res = {}
 for B in (1, 8):
@@ -41,7 +41,7 @@ for B in (1, 8):
         if o.get("scores_pdl"):
             bs.SELECT_OPTS["pdl"] = True
         return {"num_warps": 4, "num_stages": 3, "split_first": True, "strided": o.get("strided", False),
-                "short": o.get("short", False), "select_pdl": o.get("select_pdl", False),
+                "short": o.get("short", False),
                 "pdl": "trigger" if o.get("scores_pdl") else False,
                 **({} if o.get("auto") else {"pages_per_split": 8})}
 
@@ -54,7 +54,8 @@ for B in (1, 8):
             bs.PAGED_OPTS = opts(v)
             per = graph_ms(lambda i: [b[0](i) for b in sparse], 4, l2="evicted", per_step=True, replays=200)
             cyc.setdefault(v, []).append([t / L * 1e3 for t in per])
-        cyc.setdefault("dense", []).append(graph_ms(lambda i: [x[0](i) for x in dense], l2="evicted", replays=60) / L * 1e3)
+        d = graph_ms(lambda i: [x[0](i) for x in dense], l2="evicted", replays=60)
+        cyc.setdefault("dense", []).append(d / L * 1e3)
     dm = statistics.median(cyc["dense"])
     res[f"B{B}"] = {"cycles_us": cyc, "bytes": sparse[0][2]["bytes"], "dense_us_median": dm}
     for v in VARIANTS:
