@@ -109,6 +109,20 @@ def _attend_window(acc, m_i, l_i, q, K_ptr, V_ptr, stride_kn, stride_vn, offs_m,
 
 
 @triton.jit
+def window_bounds(q_lo, q_hi, sink, window, BLOCK_N: tl.constexpr):
+    """A WINDOW head's key blocks for the queries [q_lo, q_hi), in tokens (multiples of BLOCK_N):
+    (sink_hi, start, full_lo, full_hi): the sink blocks are [0, sink_hi) (none once the window reaches them), the
+    window's from `start` to the diagonal, and those in [full_lo, full_hi) need no mask (inside every row's
+    window and strictly below the diagonal)."""
+    win_lo = tl.maximum(q_lo - window + 1, 0)  # the earliest key any row of this block sees in its window
+    sink_hi = tl.minimum(((sink + BLOCK_N - 1) // BLOCK_N) * BLOCK_N, (win_lo // BLOCK_N) * BLOCK_N)
+    start = tl.maximum((win_lo // BLOCK_N) * BLOCK_N, sink_hi)
+    full_lo = tl.maximum(((q_hi - window + BLOCK_N - 1) // BLOCK_N) * BLOCK_N, start)
+    full_hi = tl.maximum((q_lo // BLOCK_N) * BLOCK_N, full_lo)
+    return sink_hi, start, full_lo, full_hi
+
+
+@triton.jit
 def _prefill_kernel(Q, K, V, O, KIND_PTR, SINK_PTR, WIN_PTR, BLK_IDX, BLK_CNT,
                     stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
                     stride_ob, stride_oh, stride_om, stride_bh, stride_bq, n_ctx, sm_scale,
@@ -164,12 +178,7 @@ def _prefill_kernel(Q, K, V, O, KIND_PTR, SINK_PTR, WIN_PTR, BLK_IDX, BLK_CNT,
         acc, m_i, l_i = _attend_blocks(acc, m_i, l_i, q, K_ptr, V_ptr, stride_kn, stride_vn, offs_m, offs_d,
                                        full_hi, q_hi, n_ctx, sink, window, b, kvh, 0, True, BLOCK_N, DOT_F32, TMA)
     if (KINDS & 2) != 0 and kind == 1:  # WINDOW: sink blocks, then the window's blocks (masks only at boundaries)
-        win_lo = tl.maximum(q_lo - window + 1, 0)  # the earliest key any row of this block sees in its window
-        sink_hi = tl.minimum(((sink + BLOCK_N - 1) // BLOCK_N) * BLOCK_N, (win_lo // BLOCK_N) * BLOCK_N)
-        start = tl.maximum((win_lo // BLOCK_N) * BLOCK_N, sink_hi)
-        # blocks entirely inside every row's window and strictly below the diagonal need no mask
-        full_lo = tl.maximum(((q_hi - window + BLOCK_N - 1) // BLOCK_N) * BLOCK_N, start)
-        full_hi = tl.maximum((q_lo // BLOCK_N) * BLOCK_N, full_lo)
+        sink_hi, start, full_lo, full_hi = window_bounds(q_lo, q_hi, sink, window, BLOCK_N)
         # One kernel variant per choice: Triton gives each pipelined loop its own shared memory, and a kernel
         # holding both forms' loops needs 416 KB at 128 x 128 tiles (H100: 227 KB).
         if WIN_ONE_LOOP:  # short windows (run 7: StreamingLLM's 1020 tokens 15 % faster)
