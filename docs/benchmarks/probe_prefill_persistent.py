@@ -34,6 +34,20 @@ from sparsebench.timing import median_ms
 
 
 @triton.jit
+def _tile_start(q, sm_scale, BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr):
+    """A tile's start: q pre-scaled for exp2 (sm_scale * log2 e), and the online softmax's empty state."""
+    q = (q.to(tl.float32) * (sm_scale * 1.44269504)).to(q.dtype)
+    return (q, tl.full([BLOCK_M], float("-inf"), tl.float32), tl.zeros([BLOCK_M], tl.float32),
+            tl.zeros([BLOCK_M, HEAD_DIM], tl.float32))
+
+
+@triton.jit
+def _tile_out(acc, l_i):
+    """The normalised output (rows that saw no key: 0)."""
+    return acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
+
+
+@triton.jit
 def _tile_rows(start_m, hp, rows, G: tl.constexpr, BLOCK_M: tl.constexpr, PACK: tl.constexpr):
     """(KV head, first query head, each row's query position) of query block start_m of head program hp: one query
     head per program (PACK 1) or a KV head's PACK = G query heads x BLOCK_M / G positions."""
@@ -52,7 +66,6 @@ def _window_persistent(Q, K, V, O, SINK_PTR, WIN_PTR, n_ctx, sm_scale, n_m, n_hp
     n_mine = tl.cdiv(n_tiles - pid, nprog)
     rows = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
-    qk_scale = sm_scale * 1.44269504
     for j in tl.range(0, n_mine, flatten=FLATTEN):
         t = pid + j * nprog  # query blocks fastest: programs running together share their windows in L2
         start_m = t % n_m
@@ -62,17 +75,13 @@ def _window_persistent(Q, K, V, O, SINK_PTR, WIN_PTR, n_ctx, sm_scale, n_m, n_hp
         sink = tl.load(SINK_PTR + kvh)
         window = tl.load(WIN_PTR + kvh)
         q = Q.load([b, h0, start_m * BLOCK_P, 0]).reshape(BLOCK_M, HEAD_DIM)
-        q = (q.to(tl.float32) * qk_scale).to(q.dtype)
-        m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
-        l_i = tl.zeros([BLOCK_M], tl.float32)
-        acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+        q, m_i, l_i, acc = _tile_start(q, sm_scale, BLOCK_M, HEAD_DIM)
         q_lo = start_m * BLOCK_P
         q_hi = tl.minimum(q_lo + BLOCK_P, n_ctx)
         sink_hi, start, full_lo, full_hi = window_bounds(q_lo, q_hi, sink, window, BLOCK_N)
         acc, m_i, l_i = _attend_window(acc, m_i, l_i, q, K, V, 0, 0, offs_m, offs_d, sink_hi // BLOCK_N, start, q_hi,
                                        full_lo, full_hi, n_ctx, sink, window, b, kvh, BLOCK_N, False, True)
-        l_safe = tl.where(l_i == 0.0, 1.0, l_i)
-        out = acc / l_safe[:, None]
+        out = _tile_out(acc, l_i)
         O.store([b, h0, start_m * BLOCK_P, 0], out.to(O.dtype).reshape(1, PACK, BLOCK_P, HEAD_DIM))
 
 
@@ -176,10 +185,7 @@ def _window_ws(Q, K, V, O, SINK_PTR, WIN_PTR, n_ctx, sm_scale, G: tl.constexpr, 
         q = Q.load([(b * HQ + h0) * n_ctx + start_m * BLOCK_M, 0])
     else:
         q = Q.load([b, h0, start_m * BLOCK_P, 0]).reshape(BLOCK_M, HEAD_DIM)
-    q = (q.to(tl.float32) * (sm_scale * 1.44269504)).to(q.dtype)
-    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
-    l_i = tl.zeros([BLOCK_M], tl.float32)
-    acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+    q, m_i, l_i, acc = _tile_start(q, sm_scale, BLOCK_M, HEAD_DIM)
     q_lo = start_m * BLOCK_P
     q_hi = tl.minimum(q_lo + BLOCK_P, n_ctx)
     sink_hi, start, _, _ = window_bounds(q_lo, q_hi, sink, window, BLOCK_N)
@@ -194,8 +200,7 @@ def _window_ws(Q, K, V, O, SINK_PTR, WIN_PTR, n_ctx, sm_scale, G: tl.constexpr, 
             k = K.load([b, kvh, start_n, 0]).reshape(BLOCK_N, HEAD_DIM)
             v = V.load([b, kvh, start_n, 0]).reshape(BLOCK_N, HEAD_DIM)
         acc, m_i, l_i = _ws_step(acc, m_i, l_i, q, k, v, start_n, offs_m, n_ctx, sink, window, True, BLOCK_N)
-    l_safe = tl.where(l_i == 0.0, 1.0, l_i)
-    out = acc / l_safe[:, None]
+    out = _tile_out(acc, l_i)
     if FLAT:
         O.store([(b * HQ + h0) * n_ctx + start_m * BLOCK_M, 0], out.to(O.dtype))
     else:
@@ -245,7 +250,6 @@ def _window_ws2(Q, K, V, O, SINK_PTR, WIN_PTR, n_ctx, sm_scale, n_tiles, HQ: tl.
         nprog = 1
         n_mine = 1
     rows = tl.arange(0, BLOCK_M)
-    qk_scale = sm_scale * 1.44269504
     for j in tl.range(0, n_mine, warp_specialize=WS_OUTER):
         t = pid + j * nprog
         start_m = n_m - 1 - t % n_m
@@ -256,10 +260,7 @@ def _window_ws2(Q, K, V, O, SINK_PTR, WIN_PTR, n_ctx, sm_scale, n_tiles, HQ: tl.
         window = tl.load(WIN_PTR + kvh)
         offs_m = start_m * BLOCK_M + rows
         q = Q.load([bh * n_ctx + start_m * BLOCK_M, 0])
-        q = (q.to(tl.float32) * qk_scale).to(q.dtype)
-        m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
-        l_i = tl.zeros([BLOCK_M], tl.float32)
-        acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+        q, m_i, l_i, acc = _tile_start(q, sm_scale, BLOCK_M, HEAD_DIM)
         q_lo = start_m * BLOCK_M
         q_hi = q_lo + BLOCK_M
         sink_hi, start, full_lo, full_hi = window_bounds(q_lo, q_hi, sink, window, BLOCK_N)
@@ -282,8 +283,7 @@ def _window_ws2(Q, K, V, O, SINK_PTR, WIN_PTR, n_ctx, sm_scale, n_tiles, HQ: tl.
                 start_n = tl.where(i < n_sink_blk, i * BLOCK_N, start + (i - n_sink_blk) * BLOCK_N)
                 acc, m_i, l_i = _ws_block(acc, m_i, l_i, q, K, V, kv_row, start_n, offs_m, n_ctx, sink, window,
                                           True, BLOCK_N, HEAD_DIM)
-        l_safe = tl.where(l_i == 0.0, 1.0, l_i)
-        O.store([bh * n_ctx + start_m * BLOCK_M, 0], (acc / l_safe[:, None]).to(O.dtype))
+        O.store([bh * n_ctx + start_m * BLOCK_M, 0], _tile_out(acc, l_i).to(O.dtype))
 
 
 def ws2_prefill(q, k, v, plan, scaling, block_m=128, block_n=64, num_warps=4, num_stages=2, persist=False,
