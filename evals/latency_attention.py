@@ -39,6 +39,8 @@ DECODE_BACKENDS = {"full": ["sdpa", "triton"]}
 
 # a decode launch config: warps x stages x pages per split, then flags (see LatencyAttentionConfig.decode_configs)
 DECODE_CONFIG = r"([1-9][0-9]*)x([1-9][0-9]*)x([0-9]+)(s?i?r?p?)"
+# a prefill launch config: BLOCK_M x BLOCK_N x warps x stages, then flags; or the Gluon kernel's ws BLOCK_N x stages
+PREFILL_CONFIG = r"([1-9][0-9]*x){3}[1-9][0-9]*t?p?|ws[1-9][0-9]*x[1-9][0-9]*"
 
 
 @dataclass
@@ -58,10 +60,12 @@ class LatencyAttentionConfig(TaskConfig):
     alisa_score_window: int = 256  # history rows ALISA's scores sum (the paper's k is ~13K rows at 128K)
     # Triton prefill launch configs tried per row (BLOCK_M x BLOCK_N x warps x stages; then "t": Q / K / V / O
     # through TMA tensor descriptors, else plain loads; then "p": a GQA group's query heads packed in one program,
-    # BLOCK_M rows = G heads x BLOCK_M / G positions, where the plan allows); the fastest is kept
+    # BLOCK_M rows = G heads x BLOCK_M / G positions, where the plan allows; or "ws" BLOCK_N x stages: the
+    # warp-specialised Gluon kernel, Hopper, sink + window heads only); the fastest is kept
     prefill_configs: List[str] = field(default_factory=lambda: ["128x128x8x3t", "128x64x8x3t", "128x128x8x2t",
                                                                 "64x64x4x3t", "64x32x4x4t", "128x128x8x3",
-                                                                "128x64x8x3", "64x64x4x3tp", "128x32x8x3tp"])
+                                                                "128x64x8x3", "64x64x4x3tp", "128x32x8x3tp",
+                                                                "ws64x3", "ws64x4", "ws128x2"])
     # paged decode launch configs tried per row: warps x stages x pages per split (0 = automatic), then any of, in
     # this order: "s" programs launched split-first (one row's splits side by side); "i" interleaved (strided)
     # pages: split s reads list entries s, s + n_splits, ... (else a contiguous chunk); "r" short rows (LServe: its
@@ -106,11 +110,12 @@ class LatencyAttention(Task):
                                                   "alisa_swa")]
         if bad:
             raise ConfigError("task.policies", bad, "full, streaming_llm, streaming_heads, quest, lserve, alisa_swa")
-        bad = [x for x in c.prefill_configs if not re.fullmatch(r"([1-9][0-9]*x){3}[1-9][0-9]*t?p?", str(x))]
+        bad = [x for x in c.prefill_configs if not re.fullmatch(PREFILL_CONFIG, str(x))]
         if bad or not c.prefill_configs:
             raise ConfigError("task.prefill_configs", bad or c.prefill_configs,
                               "BLOCK_M x BLOCK_N x warps x stages, e.g. 128x64x8x3, then 't' for TMA loads, then 'p' "
-                              "for GQA-packed programs")
+                              "for GQA-packed programs; or 'ws' BLOCK_N x stages, e.g. ws64x3, for the "
+                              "warp-specialised Gluon kernel")
         bad = [x for x in c.decode_configs if not re.fullmatch(DECODE_CONFIG, str(x))]
         if bad or not c.decode_configs:
             raise ConfigError("task.decode_configs", bad or c.decode_configs,
@@ -264,9 +269,14 @@ def prefill_row(c: LatencyAttentionConfig, m: dict) -> dict:
     else:
         fns = {}
         for conf in c.prefill_configs:
-            bm, bn, w, st = (int(x) for x in conf.rstrip("tp").split("x"))
-            backend = TritonBackend("cuda", dense_heads="triton" if be == "triton_all" else "auto", block_m=bm,
-                                    block_n=bn, num_warps=w, num_stages=st, tma="t" in conf, pack_gqa="p" in conf)
+            dense = "triton" if be == "triton_all" else "auto"
+            if conf.startswith("ws"):
+                bn, st = (int(x) for x in conf[2:].split("x"))
+                backend = TritonBackend("cuda", dense_heads=dense, block_n=bn, num_stages=st, ws=True)
+            else:
+                bm, bn, w, st = (int(x) for x in conf.rstrip("tp").split("x"))
+                backend = TritonBackend("cuda", dense_heads=dense, block_m=bm, block_n=bn, num_warps=w, num_stages=st,
+                                        tma="t" in conf, pack_gqa="p" in conf, ws=False)
             fns[conf] = (lambda b=backend: b._prefill_row(q, k, v, plan, scale))
 
     note = ""

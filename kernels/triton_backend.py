@@ -114,7 +114,7 @@ class TritonBackend(Backend):
         self.dense_heads = options.get("dense_heads", "auto" if self.device.type == "cuda" else "triton")
         if self.dense_heads not in ("sdpa", "triton", "auto"):
             raise ValueError(f"backend.options.dense_heads={self.dense_heads!r}: allowed sdpa, triton, auto")
-        prefill_keys = ("block_", "num_", "window_", "tma", "pack_gqa")
+        prefill_keys = ("block_", "num_", "window_", "tma", "pack_gqa", "ws")
         self._prefill_opts = {k: v for k, v in options.items() if k.startswith(prefill_keys)}
         self._decode_opts = {k: v for k, v in options.items() if k == "pages_per_split"}
 

@@ -229,19 +229,18 @@ def _plan_tensors_cached(plan, device, skip_dense, n):
     return _build_plan_tensors(plan, device, skip_dense, n)
 
 
+def head_kinds(plan, skip_dense, n) -> list[int]:
+    """Each KV head's kind (DENSE / WINDOW / BLOCKS / SKIP) in a launch over a chunk of n tokens."""
+    dense = set(plan.dense_heads(n if n is not None else 1 << 62))
+    return [BLOCKS if plan.block_heads and plan.block_heads[i] else (SKIP if skip_dense else DENSE) if i in dense
+            else WINDOW for i in range(len(plan.window))]
+
+
 def _build_plan_tensors(plan, device, skip_dense, n):
     h = len(plan.window)
-    dense = set(plan.dense_heads(n if n is not None else 1 << 62))
-    kinds, sinks, wins = [], [], []
-    for i in range(h):
-        if plan.block_heads and plan.block_heads[i]:
-            kinds.append(BLOCKS)
-        elif i in dense:
-            kinds.append(SKIP if skip_dense else DENSE)
-        else:
-            kinds.append(WINDOW)
-        sinks.append(max(plan.sink[i], 0))
-        wins.append(max(plan.window[i], 1))
+    kinds = head_kinds(plan, skip_dense, n)
+    sinks = [max(s, 0) for s in plan.sink]
+    wins = [max(w, 1) for w in plan.window]
     as_t = lambda x: torch.tensor(x, dtype=torch.int32, device=device)  # noqa: E731
     if plan.blocks is not None:
         idx = plan.blocks.kv_idx.to(device=device, dtype=torch.int32).contiguous()  # [Hkv, NQB, MAXB]
@@ -255,6 +254,29 @@ def _build_plan_tensors(plan, device, skip_dense, n):
     longest = max((w for kd, w in zip(kinds, wins) if kd == WINDOW), default=0)
     present = sum(1 << kd for kd in set(kinds) if kd != SKIP)
     return as_t(kinds), as_t(sinks), as_t(wins), idx, cnt, longest, present
+
+
+@functools.lru_cache(maxsize=256)
+def _window_heads(plan, device, skip_dense, n):
+    """(int32 tensor of the launch's WINDOW KV heads, their largest sink): the warp-specialised kernel's inputs."""
+    heads = [i for i, kd in enumerate(head_kinds(plan, skip_dense, n)) if kd == WINDOW]
+    return (torch.tensor(heads, dtype=torch.int32, device=device),
+            max((max(plan.sink[i], 0) for i in heads), default=0))
+
+
+def ws_unsupported(q, k, v, out, plan, present: int, skip_dense: bool, block_n: int | None,
+                   tma: bool | None) -> str | None:
+    """Why `gluon_prefill.window_prefill_ws` cannot run this launch (None: it can): it computes sink + window heads
+    only (others skipped), through TMA, on Hopper, outside the CPU interpreter."""
+    if INTERPRET:
+        return "Gluon kernels do not run under TRITON_INTERPRET"
+    if tma is False:
+        return "tma=False (the kernel moves every operand through TMA)"
+    if plan.blocks is not None or present != 1 << WINDOW:
+        return "the launch holds dense or block-list heads (allowed: sink + window heads, the others skipped)"
+    from sparsebench.kernels.gluon_prefill import unsupported
+
+    return unsupported(q, k, v, out, _window_heads(plan, q.device, skip_dense, q.shape[2])[1], block_n or 64)
 
 
 def tma_ok(*ts) -> bool:
@@ -285,7 +307,7 @@ def packable(G: int, block_m: int, present: int) -> bool:
 def block_sparse_prefill(q, k, v, plan, scaling: float, out=None, skip_dense: bool = False,
                          block_m: int | None = None, block_n: int | None = None, num_warps: int | None = None,
                          num_stages: int | None = None, window_one_loop_max: int = 4096, tma: bool | None = None,
-                         pack_gqa: bool | None = None):
+                         pack_gqa: bool | None = None, ws: bool | None = None):
     """q [B, Hq, L, D], k / v [B, Hkv, L, D] -> out [B, Hq, L, D] under `plan` (a PrefillPlan).
     window_one_loop_max: when every windowed head's window is at most this many tokens, each visits its sink and
     window blocks in one loop; otherwise one loop per masked / unmasked range (the run 2 kernel).
@@ -293,17 +315,32 @@ def block_sparse_prefill(q, k, v, plan, scaling: float, out=None, skip_dense: bo
     whenever it can (H100, run 10: dense 8-14 % faster at 32K-128K, StreamingLLM 9-14 %).
     pack_gqa: one program per KV head's G query heads x BLOCK_M // G positions (they share each K / V tile and a
     short window wastes fewer masked keys per row), where `packable`; refused with block lists. None: on for
-    launches of short windows only."""
+    launches of short windows only.
+    ws: run the launch through the warp-specialised Gluon kernel (`gluon_prefill`: sink + window heads on Hopper;
+    block_n and num_stages then set its key block and K / V ring depth, default 64 and 3). None: on for launches of
+    short windows wherever `ws_unsupported` finds no reason against (H100, run 14: StreamingLLM 19-23 % faster than
+    this kernel's best launch); True where it cannot raises ValueError."""
     B, Hq, L, D = q.shape
     Hkv = k.shape[1]
     if out is None:
         out = torch.empty_like(q)
     kinds, sinks, wins, idx, cnt, longest_window, present = plan_tensors(plan, q.device, skip_dense, L)
+    short_windows = present == 1 << WINDOW and longest_window <= window_one_loop_max
+    if ws is None or ws:
+        why = ws_unsupported(q, k, v, out, plan, present, skip_dense, block_n, tma)
+        if ws and why:
+            raise ValueError(f"ws=True (the warp-specialised Gluon prefill): {why}")
+        ws = why is None and (ws or short_windows)
+    if ws:
+        from sparsebench.kernels.gluon_prefill import window_prefill_ws
+
+        heads, sink_max = _window_heads(plan, q.device, skip_dense, L)
+        return window_prefill_ws(q, k, v, heads, sinks, wins, scaling, sink_max, out=out, block_n=block_n or 64,
+                                 stages=num_stages or 3)
     if plan.blocks is not None:
         block_m, block_n = plan.blocks.block_q, plan.blocks.block_k
     # a launch of short windows only (StreamingLLM; streaming heads with their dense heads on cuDNN): 64 x 64 tiles,
     # 4 warps, GQA packed (H100, run 11 StreamingLLM: per block 1.22-1.27 of cuDNN's vs 1.32-1.60 at 128 x 64 per head)
-    short_windows = present == 1 << WINDOW and longest_window <= window_one_loop_max
     if block_m is None:
         block_m = 64 if (INTERPRET or short_windows or D > 64 and q.element_size() > 2) else 128
     if block_n is None:

@@ -46,9 +46,70 @@ def test_triton_prefill_bf16(name, L, D, tma, pack):
         q, k, v = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in (q, k, v))
     out = torch.full_like(q, float("nan"))
     assert not tma or tma_ok(q, k, v, out)
-    block_sparse_prefill(q, k, v, PLANS[name], 1 / math.sqrt(D), out=out, tma=tma, pack_gqa=pack)
+    block_sparse_prefill(q, k, v, PLANS[name], 1 / math.sqrt(D), out=out, tma=tma, pack_gqa=pack, ws=False)
     assert not torch.isnan(out).any()
     assert rel(out, ref_prefill(q, k, v, PLANS[name], 1 / math.sqrt(D))) < 1e-2
+
+
+hopper = pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] != 9,
+                            reason="the Gluon kernel is compiled for Hopper (sm_90)")
+
+
+@hopper
+@pytest.mark.parametrize("B,Hq,Hkv,L,D,dtype,sinks,windows,model,bn,stages", [
+    (2, 16, 4, 4096, 128, torch.bfloat16, (4,) * 4, (300,) * 4, False, 64, 3),
+    (2, 16, 4, 4096, 128, torch.bfloat16, (4,) * 4, (1020,) * 4, True, 64, 4),  # a model's [B, L, H, D] layout
+    (2, 16, 4, 777, 128, torch.bfloat16, (4,) * 4, (300,) * 4, False, 64, 3),
+    (2, 16, 4, 3000, 64, torch.bfloat16, (4,) * 4, (300,) * 4, False, 64, 3),
+    (1, 8, 4, 2000, 128, torch.bfloat16, (4,) * 4, (1020,) * 4, False, 64, 3),  # G = 2
+    (1, 32, 4, 2000, 128, torch.bfloat16, (4,) * 4, (1020,) * 4, False, 64, 3),  # G = 8
+    (1, 16, 4, 2500, 128, torch.bfloat16, (4, 64, 0, 128), (300, 1000, 64, 2000), False, 64, 4),  # 3 stages fit
+    (1, 16, 4, 2500, 128, torch.bfloat16, (0,) * 4, (500,) * 4, False, 64, 3),  # no sink step
+    (1, 16, 4, 1500, 128, torch.float16, (4,) * 4, (1400,) * 4, False, 64, 2),
+    (2, 16, 4, 4096, 128, torch.bfloat16, (4,) * 4, (1020,) * 4, True, 128, 2),
+    (1, 16, 4, 999, 128, torch.bfloat16, (4, 64, 0, 32), (300, 700, 64, 800), False, 128, 2),
+])
+def test_gluon_window_prefill(B, Hq, Hkv, L, D, dtype, sinks, windows, model, bn, stages):
+    """The warp-specialised Gluon kernel (`ws=True`) against the reference: GQA 2 / 4 / 8, D 64 / 128, odd lengths,
+    per-head sinks (0-128) and windows, both key-block sizes, bf16 / fp16, a model's layout."""
+    from sparsebench.kernels.triton_prefill import block_sparse_prefill
+
+    g = torch.Generator(device="cuda").manual_seed(L + Hq)
+    q = torch.randn(B, Hq, L, D, device="cuda", dtype=dtype, generator=g)
+    k = torch.randn(B, Hkv, L, D, device="cuda", dtype=dtype, generator=g)
+    v = torch.randn(B, Hkv, L, D, device="cuda", dtype=dtype, generator=g)
+    if model:
+        q, k, v = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in (q, k, v))
+    plan = PrefillPlan(sink=sinks, window=windows)
+    out = torch.full_like(q, float("nan"))
+    block_sparse_prefill(q, k, v, plan, 1 / math.sqrt(D), out=out, ws=True, block_n=bn, num_stages=stages)
+    assert not torch.isnan(out).any()
+    assert rel(out, ref_prefill(q, k, v, plan, 1 / math.sqrt(D))) < 1e-2
+
+
+@hopper
+def test_gluon_prefill_computes_only_the_window_heads_and_is_the_default_for_short_windows(monkeypatch):
+    """Dense heads sent to cuDNN (skip_dense) are left untouched (still NaN); a launch of short windows takes the
+    Gluon kernel unless ws=False."""
+    import sparsebench.kernels.gluon_prefill as gp
+    from sparsebench.kernels.triton_prefill import block_sparse_prefill
+
+    g = torch.Generator(device="cuda").manual_seed(3)
+    q, k, v = (torch.randn(1, h, 3000, 128, device="cuda", dtype=torch.bfloat16, generator=g) for h in (16, 4, 4))
+    plan = PrefillPlan(sink=(0, 64, 0, 4), window=(DENSE, 256, DENSE, 1020))
+    out = torch.full_like(q, float("nan"))
+    block_sparse_prefill(q, k, v, plan, 0.1, out=out, skip_dense=True, ws=True)
+    ref = ref_prefill(q, k, v, plan, 0.1)
+    win = [4, 5, 6, 7, 12, 13, 14, 15]  # the query heads of KV heads 1 and 3
+    assert torch.isnan(out[:, [0, 1, 2, 3, 8, 9, 10, 11]]).all() and not torch.isnan(out[:, win]).any()
+    assert rel(out[:, win], ref[:, win]) < 1e-2
+    calls = []
+    real = gp.window_prefill_ws
+    monkeypatch.setattr(gp, "window_prefill_ws", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    block_sparse_prefill(q, k, v, PLANS["streaming_llm"], 0.1)
+    block_sparse_prefill(q, k, v, PLANS["streaming_llm"], 0.1, ws=False)
+    block_sparse_prefill(q, k, v, PLANS["lserve"], 0.1)  # dense heads in the launch: the Triton kernel
+    assert calls == [1]
 
 
 @pytest.mark.parametrize("tma", [False, True])

@@ -76,6 +76,36 @@ def test_gqa_packing_refused_with_block_lists_or_a_non_power_of_two_group():
         block_sparse_prefill(torch.randn(1, 8, 40, 64), k, v, plan, 0.125, pack_gqa=True)
 
 
+def test_warp_specialised_prefill_dispatch_rules():
+    """The Gluon kernel (no CPU interpreter runs it; tested on the GPU) is refused with the reason, before any
+    launch: each rule of `gluon_prefill.unsupported` in turn, then the launch-level ones of `ws_unsupported`."""
+    from sparsebench.kernels import gluon_prefill as gp
+    from sparsebench.kernels.triton_prefill import block_sparse_prefill
+
+    def qkv(hq=8, hkv=2, d=64, dtype=torch.bfloat16):
+        return (torch.zeros(1, hq, 40, d, dtype=dtype), torch.zeros(1, hkv, 40, d, dtype=dtype),
+                torch.zeros(1, hkv, 40, d, dtype=dtype))
+
+    for args, why in [((qkv(dtype=torch.float32), 4, 64), "dtype torch.float32"),
+                      ((qkv(hq=6), 4, 64), "allowed G = 2, 4, 8"), ((qkv(d=96), 4, 64), "head dim 96"),
+                      ((qkv(), 200, 64), "sink 200"), ((qkv(), 4, 32), "block_n 32"),
+                      ((qkv(d=128), 128, 128), "two K / V stages exceed"), ((qkv(), 4, 64), "Hopper")]:
+        (q, k, v), sink_max, bn = args
+        assert why in gp.unsupported(q, k, v, torch.empty_like(q), sink_max, bn)
+    # shared memory (sm_90 compiles: 205376 bytes at D 128, BN 64, SN 16, 4 stages; 262720 at SN 128, 4 stages)
+    assert gp.smem_bytes(128, 64, 4, 16) == 205376 - 576 + 1024 and gp.smem_bytes(128, 64, 4, 128) == 262144 + 1024
+    assert gp.fit_stages(128, 64, 4, 16) == 4 and gp.fit_stages(128, 64, 4, 128) == 3
+    assert gp.sink_step(4) == 16 and gp.sink_step(0) == 16 and gp.sink_step(64) == 64 and gp.sink_step(100) == 128
+    with pytest.raises(ValueError, match="block_n=128 with D=128 and a 128-key sink"):
+        gp.fit_stages(128, 128, 2, 128)
+    q, k, v = qkv()
+    plan = PrefillPlan(sink=(4, 4), window=(12, 12))
+    with pytest.raises(ValueError, match="ws=True .*TRITON_INTERPRET"):
+        block_sparse_prefill(q, k, v, plan, 0.125, ws=True)
+    out = block_sparse_prefill(q.float(), k.float(), v.float(), plan, 0.125)  # ws=None: the Triton kernel here
+    assert not torch.isnan(out).any()
+
+
 def test_plan_tensors_built_once_per_plan_and_length():
     """A model's prefill asks for the same plan's tensors every layer: they are built once (no host-to-device copy,
     which waits for the GPU, per call); a window as long as the chunk runs as DENSE, so the length is in the key."""

@@ -33,8 +33,8 @@ def gpu_state():
 plan_sh = _policy("streaming_heads", c).prefill_plan(0, 1)
 for n in (8192, 12288, 16384, 24576, 32768):
     q, k, v = inputs(n)
-    fns = {mode: (lambda b=TritonBackend("cuda", dense_heads=mode): b._prefill_row(q, k, v, plan_sh, 1 / math.sqrt(128)))
-           for mode in ("sdpa", "triton")}
+    fns = {mode: (lambda b=TritonBackend("cuda", dense_heads=mode, ws=False):
+                  b._prefill_row(q, k, v, plan_sh, 1 / math.sqrt(128))) for mode in ("sdpa", "triton")}
     t = {m: [] for m in fns}
     for _ in range(3):  # alternately
         for m, f in fns.items():
@@ -50,7 +50,7 @@ n = 32768
 q, k, v = inputs(n)
 kk, vv = k.repeat_interleave(4, 1), v.repeat_interleave(4, 1)
 plan = _policy("streaming_llm", c).prefill_plan(0, n)
-be = TritonBackend("cuda", block_m=64, block_n=64, num_warps=4, num_stages=3, tma=True, pack_gqa=True)
+be = TritonBackend("cuda", block_m=64, block_n=64, num_warps=4, num_stages=3, tma=True, pack_gqa=True, ws=False)
 sllm = lambda: be._prefill_row(q, k, v, plan, 1 / math.sqrt(128))  # noqa: E731
 cud = lambda: dense_sdpa(q, kk, vv, 1 / math.sqrt(128))  # noqa: E731
 qb, kb, vb = inputs(131072)

@@ -16,17 +16,15 @@ checks each variant's output against the existing kernel's (max |diff|; NaN mark
     OUT=/tmp python3 docs/benchmarks/probe_prefill_persistent.py 65536,131072,32768 ws2
 Writes $OUT/probe_<mode>.json (run 13: docs/benchmarks/data/run13_probe_<mode>.json)."""
 import json
-import math
 import os
 import sys
 
 import torch
-import torch.nn.functional as F
 import triton
 import triton.language as tl
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from sparsebench.evals.latency_attention import LatencyAttentionConfig, _policy, computed_blocks
+from probe_inputs import prefill_inputs
+from sparsebench.evals.latency_attention import _policy, computed_blocks
 from sparsebench.kernels.triton_prefill import (_attend_window, _descriptor, block_sparse_prefill, plan_tensors,
                                                window_bounds)
 from sparsebench.plans import PrefillPlan
@@ -308,20 +306,10 @@ def main():
     out_dir = os.environ.get("OUT", "/tmp")
     lengths = [int(x) for x in sys.argv[1].split(",")]
     what = sys.argv[2] if len(sys.argv) > 2 else "persistent"
-    c = LatencyAttentionConfig()
-    Hq, Hkv, D = c.n_heads, c.n_kv_heads, c.head_dim
     res = []
     for n in lengths:
-        g = torch.Generator(device="cuda").manual_seed(n)
-        q = torch.randn(1, Hq, n, D, device="cuda", dtype=torch.bfloat16, generator=g)
-        k = torch.randn(1, Hkv, n, D, device="cuda", dtype=torch.bfloat16, generator=g)
-        v = torch.randn(1, Hkv, n, D, device="cuda", dtype=torch.bfloat16, generator=g)
-        kk, vv = k.repeat_interleave(Hq // Hkv, 1), v.repeat_interleave(Hq // Hkv, 1)
-        scale = 1 / math.sqrt(D)
-
-        def cudnn():
-            with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-                return F.scaled_dot_product_attention(q, kk, vv, is_causal=True, scale=scale)
+        c, q, k, v, scale, cudnn = prefill_inputs(n)
+        Hq, Hkv = c.n_heads, c.n_kv_heads
         plans = {"streaming_llm": _policy("streaming_llm", c).prefill_plan(0, n)}
         if what == "persistent":
             for w in (508, 2044, 4092):
@@ -331,8 +319,8 @@ def main():
         per = cud / causal_blocks
         for name, plan in plans.items():
             blocks, _ = computed_blocks(plan, n, Hq // Hkv)
-            ref = block_sparse_prefill(q, k, v, plan, scale)
-            fns = {"64x64x4x3tp": lambda: block_sparse_prefill(q, k, v, plan, scale)}
+            ref = block_sparse_prefill(q, k, v, plan, scale, ws=False)
+            fns = {"64x64x4x3tp": lambda: block_sparse_prefill(q, k, v, plan, scale, ws=False)}
             if name == "streaming_llm" and what == "persistent":
                 for per_sm in (1, 2, 3):
                     for fl in (False, True):
