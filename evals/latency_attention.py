@@ -79,6 +79,11 @@ class LatencyAttentionConfig(TaskConfig):
     adjacent_baseline: bool = True  # prefill: also time dense cuDNN right after each sparse row (same GPU state)
     warmup_ms: int = 25
     rep_ms: int = 100
+    # prefill: each row's time is measured (again, for the config the sweep kept) after this many ms of the row's own
+    # launches. The sweep times each config right after its first call, which compiles it: seconds of an idle GPU
+    # that then runs at its top clock (H100, run 14: 1980 MHz there, 1350-1680 MHz a second later under the same
+    # launches; a short launch then reads up to 20 % faster than in a model's prefill). 0: warmup_ms only
+    prefill_heat_ms: int = 1000
 
 
 def _policy(name: str, c: "LatencyAttentionConfig"):
@@ -124,6 +129,8 @@ class LatencyAttention(Task):
                               "as a PDL dependent")
         if c.decode_layers < 1:
             raise ConfigError("task.decode_layers", c.decode_layers, "an integer >= 1")
+        if c.prefill_heat_ms < 0:
+            raise ConfigError("task.prefill_heat_ms", c.prefill_heat_ms, "an integer >= 0 (milliseconds)")
         from sparsebench.timing import L2_MODES
 
         if c.decode_l2 not in L2_MODES:
@@ -289,17 +296,16 @@ def prefill_row(c: LatencyAttentionConfig, m: dict) -> dict:
                 timed[conf] = float("inf")
                 note += f"{conf}: {type(e).__name__}; "
         best = min(timed, key=timed.get)
-        fn, ms = fns[best], timed[best]
+        fn = fns[best]  # re-timed below, heated
         note += f"config {best}"
         config_ms = timed
     else:
-        ms, config_ms = None, None
+        config_ms = None
     if c.check_correctness and n <= 8192:
         out = fn()
         ref = ref_prefill(q.float(), k.float(), v.float(), plan, scale)
         note = (note + "; " if note else "") + check_close(out, ref)
-    if ms is None:
-        ms = median_ms(fn, c.warmup_ms, c.rep_ms)
+    ms = median_ms(fn, max(c.warmup_ms, c.prefill_heat_ms), c.rep_ms)
     extra = {"config_ms": config_ms} if config_ms else {}
     if c.adjacent_baseline and be != "sdpa_cudnn":
         # dense cuDNN on the same inputs, timed right after this row: the same clocks and power state (H100,

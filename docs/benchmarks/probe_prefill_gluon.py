@@ -6,6 +6,8 @@ GQA-packed) and dense cuDNN (K / V expanded, the benchmark's baseline), per comp
     OUT=/tmp python3 docs/benchmarks/probe_prefill_gluon.py check
     OUT=/tmp python3 docs/benchmarks/probe_prefill_gluon.py time 65536,131072,32768,8192
 
+With `nvidia-smi --query-gpu=timestamp,clocks.sm,power.draw,temperature.gpu --format=csv -lms 100` logging beside
+it, each timing's wall-clock start (`start_s`) places it in the clock / power log (run 14: `data/run14_clocks.csv`).
 `check`: the Gluon kernel against the reference on random inputs (outputs poisoned with NaN first): GQA 2 / 4 / 8,
 D 64 / 128, odd lengths, bf16 / fp16, a model's [B, L, H, D] layout, per-head sinks and windows, no sink, a
 window longer than the sequence, both key-block sizes. `time`: the timing sweep. Writes $OUT/probe_gluon_<mode>.json
@@ -14,6 +16,7 @@ import json
 import math
 import os
 import sys
+import time
 
 import torch
 
@@ -91,8 +94,9 @@ def time_sweep(out_dir, lengths):
         for conf, kw in CONFIGS.items():
             fns[conf] = lambda kw=kw: gluon_prefill(q, k, v, plan, scale, **kw)
         row = {"n": n, "plan": "streaming_llm", "blocks": blocks, "causal_blocks": causal_blocks, "ms": {},
-               "ratio": {}, "max_abs_diff": {}, "cudnn_ms": []}
+               "ratio": {}, "max_abs_diff": {}, "cudnn_ms": [], "start_s": {}}
         for rep in range(2):  # cuDNN timed before each pass (its time moves with the GPU's power state)
+            row["start_s"].setdefault("cudnn", []).append(time.time())  # wall clock: to match a clock / power log
             cud = median_ms(cudnn, 20, 60)
             row["cudnn_ms"].append(cud)
             per = cud / causal_blocks
@@ -100,6 +104,7 @@ def time_sweep(out_dir, lengths):
                 try:
                     o = fn()
                     row["max_abs_diff"][conf] = float((o.float() - ref.float()).abs().max())
+                    row["start_s"].setdefault(conf, []).append(time.time())
                     ms = median_ms(fn, 20, 60)
                     row["ms"].setdefault(conf, []).append(ms)
                     row["ratio"].setdefault(conf, []).append(round(ms / blocks / per, 3))
