@@ -79,11 +79,11 @@ class LatencyAttentionConfig(TaskConfig):
     adjacent_baseline: bool = True  # prefill: also time dense cuDNN right after each sparse row (same GPU state)
     warmup_ms: int = 25
     rep_ms: int = 100
-    # prefill: each row's time is measured (again, for the config the sweep kept) after this many ms of the row's own
-    # launches. The sweep times each config right after its first call, which compiles it: seconds of an idle GPU
-    # that then runs at its top clock (H100, run 14: 1980 MHz there, 1350-1680 MHz a second later under the same
-    # launches; a short launch then reads up to 20 % faster than in a model's prefill). 0: warmup_ms only
-    prefill_heat_ms: int = 1000
+    # prefill: every row, and every config of a Triton row's sweep, is timed after this many ms of its own launches.
+    # Its first call compiles it: seconds of an idle GPU, which then runs at its top clock (H100, run 14: 1980 MHz
+    # there, 1350-1680 MHz under the same launches a second later; a short launch reads up to 20 % faster than in a
+    # model's prefill). 0: warmup_ms only
+    prefill_heat_ms: int = 500
 
 
 def _policy(name: str, c: "LatencyAttentionConfig"):
@@ -291,21 +291,24 @@ def prefill_row(c: LatencyAttentionConfig, m: dict) -> dict:
         timed = {}
         for conf, f in fns.items():
             try:
-                timed[conf] = median_ms(f, c.warmup_ms, c.rep_ms)
+                f()  # compiles
+                timed[conf] = median_ms(f, max(c.warmup_ms, c.prefill_heat_ms), c.rep_ms)
             except Exception as e:  # a config that does not fit (shared memory) is skipped
                 timed[conf] = float("inf")
                 note += f"{conf}: {type(e).__name__}; "
         best = min(timed, key=timed.get)
-        fn = fns[best]  # re-timed below, heated
+        fn, ms = fns[best], timed[best]
         note += f"config {best}"
         config_ms = timed
     else:
-        config_ms = None
+        ms, config_ms = None, None
     if c.check_correctness and n <= 8192:
         out = fn()
         ref = ref_prefill(q.float(), k.float(), v.float(), plan, scale)
         note = (note + "; " if note else "") + check_close(out, ref)
-    ms = median_ms(fn, max(c.warmup_ms, c.prefill_heat_ms), c.rep_ms)
+    if ms is None:
+        fn()  # flex compiles here
+        ms = median_ms(fn, max(c.warmup_ms, c.prefill_heat_ms), c.rep_ms)
     extra = {"config_ms": config_ms} if config_ms else {}
     if c.adjacent_baseline and be != "sdpa_cudnn":
         # dense cuDNN on the same inputs, timed right after this row: the same clocks and power state (H100,
