@@ -197,8 +197,7 @@ def _consumer(w: gl.constexpr, o_desc, bars, bufs, HEAD_PTR, SINK_PTR, WIN_PTR, 
 
 @gluon.jit
 def _window_ws_kernel(q_desc, k_desc, v_desc, ks_desc, vs_desc, o_desc, HEAD_PTR, SINK_PTR, WIN_PTR, n_ctx, n_qb,
-                      n_heads,
-                      n_tiles, qk_scale, G: gl.constexpr, P: gl.constexpr, BN: gl.constexpr, D: gl.constexpr,
+                      n_heads, n_tiles, qk_scale, G: gl.constexpr, P: gl.constexpr, BN: gl.constexpr, D: gl.constexpr,
                       SN: gl.constexpr, STAGES: gl.constexpr, HAS_SINK: gl.constexpr, CONSUMER_REGS: gl.constexpr):
     dtype: gl.constexpr = q_desc.dtype
     q_bufs = gl.allocate_shared_memory(dtype, [2] + q_desc.block_type.shape, q_desc.layout)
