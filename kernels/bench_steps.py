@@ -49,7 +49,8 @@ def n_selected(p, pages: int) -> int:
 
 DEV = "cuda"  # the device the steps run on (tests set "cpu" under TRITON_INTERPRET=1)
 PAGED_OPTS: dict = {}  # paged_attention launch options the benchmark sweeps (num_warps, num_stages, pages_per_split,
-# split_first, strided; "short": LServe's streaming rows as short rows, see `_paged_opts`)
+# split_first, strided; "short": LServe's streaming rows as short rows; "static_pdl": launches whose page lists are not
+# fresh as PDL dependents; see `_paged_opts`)
 SELECT_OPTS: dict = {}  # select_pages launch options (block_p, num_warps); the defaults unless a probe sets them
 
 
@@ -85,12 +86,16 @@ class Pool:
             self.v.view(B, H, self.pps * self.page, self.D)[:, :, : self.tokens]
 
 
-def _paged_opts(short_rows=None) -> dict:
+def _paged_opts(short_rows=None, fresh_lists: bool = False) -> dict:
     """PAGED_OPTS as paged_attention's keywords: "short" becomes short_rows=short_rows where the step has short
-    rows, and is dropped elsewhere."""
+    rows, and is dropped elsewhere; "static_pdl" makes the launch a PDL dependent (pdl=True) where its page lists
+    were not just written by a selection (fresh_lists False: static lists, an LServe reuse step). After a selection
+    the launch stays ordinary: as a dependent of the top-k it lost (run 12)."""
     opts = dict(PAGED_OPTS)
     if opts.pop("short", False) and short_rows is not None:
         opts["short_rows"] = short_rows
+    if opts.pop("static_pdl", False) and not fresh_lists:
+        opts["pdl"] = True
     return opts
 
 
@@ -196,7 +201,7 @@ def build_decode_step(policy: str, backend: str, B: int, N: int, Hq: int, Hkv: i
         def step(i):
             select_pages(q_rows, pool.kmin, pool.kmax, lp_rows, 1, p.gqa_reduce, n_valid, base.view(-1), n_sel,
                          ids_buf, **SELECT_OPTS)
-            paged_attention(q_rows, pool.k, pool.v, ids_buf, len_buf, scale, out=out, **_paged_opts())
+            paged_attention(q_rows, pool.k, pool.v, ids_buf, len_buf, scale, out=out, **_paged_opts(fresh_lists=True))
 
         summaries = B * Hkv * pool.pps * 2 * D * elem
         return step, 1, {"bytes": B * Hkv * n_sel * page * kv_bytes + summaries, "selected_tokens": n_sel * page,
@@ -245,14 +250,14 @@ def build_decode_step(policy: str, backend: str, B: int, N: int, Hq: int, Hkv: i
             select_pages(q_ret, ret.kmin, ret.kmax, lp_rows, ret.lpp, "none", n_valid, ret_base.reshape(-1), n_sel,
                          ids_buf, R * G, RO, scores=scores, **SELECT_OPTS)
 
-        def attend():  # streaming rows (R * G ..) list st.pps pages: short rows when "short"
+        def attend(fresh_lists=False):  # streaming rows (R * G ..) list st.pps pages: short rows when "short"
             paged_attention(q_rows, pool.k, pool.v, ids_buf, len_buf, scale, out=out, row_queries=(q_off, q_cnt, G),
-                            **_paged_opts(short_rows=(R * G, st.pps)))
+                            **_paged_opts(short_rows=(R * G, st.pps), fresh_lists=fresh_lists))
 
         def step(i):
             if i % reuse == 0:  # the selector runs when the history length is a multiple of 4
                 select()
-            attend()
+            attend(fresh_lists=i % reuse == 0)
 
         def check():  # per query head: a streaming head attends over its KV head's row of pages
             step(0)

@@ -36,3 +36,22 @@ def test_lserve_step_with_short_streaming_rows(opts, monkeypatch):
         step, steps, info = bench_steps.build_decode_step(policy, "triton", 2, 2560, 8, 4, 64, torch.float16,
                                                           device="cpu")
         assert info["check"]().startswith("rel err")
+
+
+def test_static_pdl_only_where_the_lists_are_not_fresh(monkeypatch):
+    """Decode config flag 'd': paged launches become PDL dependents except right after a selection (whose top-k just
+    wrote the page lists: as its dependent the launch lost in run 12), and the benchmark's LServe step passes which
+    steps those are."""
+    monkeypatch.setattr(bench_steps, "PAGED_OPTS", {"static_pdl": True, "num_warps": 4})
+    assert bench_steps._paged_opts() == {"num_warps": 4, "pdl": True}
+    assert bench_steps._paged_opts(fresh_lists=True) == {"num_warps": 4}
+    monkeypatch.setattr(bench_steps, "PAGED_OPTS", {"static_pdl": False, "short": True})
+    assert bench_steps._paged_opts(short_rows=(2, 3)) == {"short_rows": (2, 3)}
+    seen = []
+    monkeypatch.setattr(bench_steps, "paged_attention", lambda *a, **kw: seen.append(kw.get("pdl", False)))
+    monkeypatch.setattr(bench_steps, "select_pages", lambda *a, **kw: None)
+    monkeypatch.setattr(bench_steps, "PAGED_OPTS", {"static_pdl": True})
+    step, steps, _ = bench_steps.build_decode_step("lserve", "triton", 1, 1280, 8, 4, 64, torch.float16, device="cpu")
+    for i in range(2 * steps):
+        step(i)
+    assert steps == 4 and seen == [False, True, True, True] * 2

@@ -17,10 +17,10 @@ Run on a GPU box:  OUT=/tmp python3 docs/benchmarks/probe_decode_layout.py   # w
 """
 import json
 import os
-import statistics
 
 import torch
 
+from probe_inputs import print_cycles
 from sparsebench.kernels import bench_steps as bs
 from sparsebench.timing import graph_ms
 
@@ -56,15 +56,8 @@ for B in (1, 8):
             cyc.setdefault(v, []).append([t / L * 1e3 for t in per])
         d = graph_ms(lambda i: [x[0](i) for x in dense], l2="evicted", replays=60)
         cyc.setdefault("dense", []).append(d / L * 1e3)
-    dm = statistics.median(cyc["dense"])
+    dm = print_cycles(f"B{B}", VARIANTS, cyc, sparse[0][2]["bytes"])
     res[f"B{B}"] = {"cycles_us": cyc, "bytes": sparse[0][2]["bytes"], "dense_us_median": dm}
-    for v in VARIANTS:
-        means = [statistics.mean(p) for p in cyc[v]]
-        m = statistics.median(means)
-        print(f"B{B} {v:9s} select {statistics.median(p[0] for p in cyc[v]):7.2f} reuse "
-              f"{statistics.median(statistics.mean(p[1:]) for p in cyc[v]):7.2f} mean {m:7.2f} us "
-              f"{[round(x, 2) for x in means]}  dense {dm:8.2f} -> {dm / m:6.3f}x  "
-              f"{sparse[0][2]['bytes'] / m / 1e6:.2f} TB/s", flush=True)
     bs.PAGED_OPTS, bs.SELECT_OPTS = {}, {}
     del sparse, dense
     torch.cuda.empty_cache()
