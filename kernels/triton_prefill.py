@@ -232,8 +232,14 @@ def _plan_tensors_cached(plan, device, skip_dense, n):
 def head_kinds(plan, skip_dense, n) -> list[int]:
     """Each KV head's kind (DENSE / WINDOW / BLOCKS / SKIP) in a launch over a chunk of n tokens."""
     dense = set(plan.dense_heads(n if n is not None else 1 << 62))
-    return [BLOCKS if plan.block_heads and plan.block_heads[i] else (SKIP if skip_dense else DENSE) if i in dense
-            else WINDOW for i in range(len(plan.window))]
+
+    def kind(i):
+        if plan.block_heads and plan.block_heads[i]:
+            return BLOCKS
+        if i in dense:
+            return SKIP if skip_dense else DENSE
+        return WINDOW
+    return [kind(i) for i in range(len(plan.window))]
 
 
 def _build_plan_tensors(plan, device, skip_dense, n):

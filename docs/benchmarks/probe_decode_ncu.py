@@ -5,11 +5,9 @@ Run on a GPU box (ncu flushes the caches before each profiled launch):
   ncu --kernel-name regex:"_paged_split_kernel|_read_kernel" --launch-skip 5 --launch-count 2 \
       --metrics <stall metrics> python3 docs/benchmarks/probe_decode_ncu.py
 """
-import importlib.util
-import os
-
 import torch
 
+from probe_read_floor import _read_kernel
 from sparsebench.kernels import bench_steps as bs
 
 bs.PAGED_OPTS = {"num_warps": 4, "num_stages": 3, "pages_per_split": 8, "split_first": True, "strided": True,
@@ -20,12 +18,9 @@ step(0)  # the selection (its attention launch is _paged_split_kernel launch 0)
 for _ in range(5):
     info["parts"]["attention"]()  # a reuse step's launch (a PDL dependent; launches 1..5)
 torch.cuda.synchronize()
-spec = importlib.util.spec_from_file_location("rf", os.path.join(os.path.dirname(__file__), "probe_read_floor.py"))
-rf = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(rf)
 n = 34_340_864 // 2 // (1056 * 16) * 1056 * 16
 x = torch.randn(n, device="cuda", dtype=torch.bfloat16)
 out = torch.empty(1056, device="cuda")
 for _ in range(5):
-    rf._read_kernel[(1056,)](x, out, n // 1056, BLOCK=8192, PDL=False, num_warps=4)
+    _read_kernel[(1056,)](x, out, n // 1056, BLOCK=8192, PDL=False, num_warps=4)
 torch.cuda.synchronize()
