@@ -38,7 +38,7 @@ DECODE_BACKENDS = {"full": ["sdpa", "triton"]}
 
 
 # a decode launch config: warps x stages x pages per split, then flags (see LatencyAttentionConfig.decode_configs)
-DECODE_CONFIG = r"([1-9][0-9]*)x([1-9][0-9]*)x([0-9]+)(s?i?r?p?d?)"
+DECODE_CONFIG = r"([1-9][0-9]*)x([1-9][0-9]*)x([0-9]+)(s?i?r?p?d?c?)"
 # a prefill launch config: BLOCK_M x BLOCK_N x warps x stages, then flags; or the Gluon kernel's ws BLOCK_N x stages
 PREFILL_CONFIG = r"([1-9][0-9]*x){3}[1-9][0-9]*t?p?|ws[1-9][0-9]*x[1-9][0-9]*"
 
@@ -72,10 +72,13 @@ class LatencyAttentionConfig(TaskConfig):
     # streaming rows get only the splits their pages need, one program per SM at batch 1); "p" the top-k launched
     # as a PDL dependent of the page scores (Hopper; Quest / LServe selector steps); "d" paged launches whose page
     # lists a selection did not just write (static lists, LServe's reuse steps) as PDL dependents of the launch
-    # before them (Hopper), which hides their launch behind its tail
+    # before them (Hopper), which hides their launch behind its tail; "c" the CUDA kernel whose splits meet in a
+    # thread-block cluster (kernels/cuda_decode.py; Hopper, bf16, pages of 64, head dim 128; warps must be 4, and a
+    # row's splits <= 8; "s" and "r" do not apply to it)
     decode_configs: List[str] = field(default_factory=lambda: ["4x3x0", "4x3x8", "4x3x8s", "4x3x16s", "4x3x0i",
                                                                "4x3x8si", "4x4x8si", "4x3x8sir", "4x3x8sirp",
-                                                               "4x3x8sid", "4x3x8sirpd"])
+                                                               "4x3x8sid", "4x3x8sirpd", "4x2x8ipdc", "4x3x8ipdc",
+                                                               "4x2x8idc", "4x3x8idc"])
     decode_l2: str = "evicted"  # evicted | flushed | warm: L2 state before each timed decode replay (timing.L2_MODES)
     decode_layers: int = 8  # layers (each its own KV) per decode graph; times are per layer
     check_correctness: bool = True
@@ -87,6 +90,15 @@ class LatencyAttentionConfig(TaskConfig):
     # there, 1350-1680 MHz under the same launches a second later; a short launch reads up to 20 % faster than in a
     # model's prefill). 0: warmup_ms only
     prefill_heat_ms: int = 500
+
+
+def decode_launch_opts(conf: str) -> tuple[dict, dict]:
+    """A decode config string (LatencyAttentionConfig.decode_configs) as (bench_steps.PAGED_OPTS, SELECT_OPTS)."""
+    w, st, pps, flags = re.fullmatch(DECODE_CONFIG, conf).groups()
+    paged = {"num_warps": int(w), "num_stages": int(st), "split_first": "s" in flags, "strided": "i" in flags,
+             "short": "r" in flags, "static_pdl": "d" in flags, **({"pages_per_split": int(pps)} if int(pps) else {}),
+             **({"impl": "cuda_cluster"} if "c" in flags else {})}
+    return paged, ({"top_pdl": True} if "p" in flags else {})
 
 
 def _policy(name: str, c: "LatencyAttentionConfig"):
@@ -129,7 +141,7 @@ class LatencyAttention(Task):
             raise ConfigError("task.decode_configs", bad or c.decode_configs,
                               "warps x stages x pages per split, e.g. 4x3x8 (0 = automatic), then in this order any "
                               "of 's' split-first launch order, 'i' interleaved pages, 'r' short rows, 'p' top-k "
-                              "as a PDL dependent, 'd' reuse steps' attention as PDL dependents")
+                              "as a PDL dependent, 'd' reuse steps' attention as PDL dependents, 'c' the CUDA cluster kernel")
         if c.decode_layers < 1:
             raise ConfigError("task.decode_layers", c.decode_layers, "an integer >= 1")
         if c.prefill_heat_ms < 0:
@@ -348,12 +360,8 @@ def decode_row(c: LatencyAttentionConfig, m: dict) -> dict:
                                                c.n_kv_heads, c.head_dim, dtype, c) for _ in range(layers)]
         return (lambda i: [b[0](i) for b in built]), built[0][1], built
 
-    def set_conf(conf):  # see LatencyAttentionConfig.decode_configs
-        w, st, pps, flags = re.fullmatch(DECODE_CONFIG, conf).groups()
-        bench_steps.PAGED_OPTS = {"num_warps": int(w), "num_stages": int(st), "split_first": "s" in flags,
-                                  "strided": "i" in flags, "short": "r" in flags, "static_pdl": "d" in flags,
-                                  **({"pages_per_split": int(pps)} if int(pps) else {})}
-        bench_steps.SELECT_OPTS = {"top_pdl": True} if "p" in flags else {}
+    def set_conf(conf):
+        bench_steps.PAGED_OPTS, bench_steps.SELECT_OPTS = decode_launch_opts(conf)
 
     sweep = m["backend"] == "triton" and m["policy"] != "alisa_swa"  # rows that run the paged kernel
     best_conf, config_ms = None, {}

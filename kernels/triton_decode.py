@@ -280,7 +280,8 @@ def _combine_kernel(ACC, M, L, O, QOFF, QCNT, n_splits, GQ: tl.constexpr, GQ2: t
 def paged_attention(q_rows, k_pool, v_pool, pages, page_len, scaling: float, pos_filter=None,
                     pages_per_split: int | None = None, num_warps: int = 4, num_stages: int = 2, out=None,
                     fuse_combine: bool = True, pdl: bool = False, pages_per_iter: int = 1,
-                    split_first: bool = False, row_queries=None, strided: bool = True, short_rows=None):
+                    split_first: bool = False, row_queries=None, strided: bool = True, short_rows=None,
+                    impl: str = "triton"):
     """q_rows [B, R, GQ, D] against the listed pages -> out [B, R, GQ, D] (q's dtype).
     pdl: programmatic dependent launch (see `use_pdl`). pages_per_iter: pages read as
     one tile per loop iteration (raised to reach 16 token rows); split_first: launch order of the programs.
@@ -297,7 +298,10 @@ def paged_attention(q_rows, k_pool, v_pool, pages, page_len, scaling: float, pos
     short_rows: (R_long, short_pages): rows R_long.. of every batch row list at most short_pages pages (entries past
     them are not read) and get only the splits those need, in a 1-D grid of exactly the programs needed (e.g.
     LServe's streaming rows: 6 pages beside retrieval rows of 64; the launch then fits one program per SM instead of
-    doubling some SMs up with empty or short programs)."""
+    doubling some SMs up with empty or short programs).
+    impl: "triton" (this module's kernel) or "cuda_cluster" (kernels/cuda_decode.py: a row's splits are one
+    thread-block cluster and meet in distributed shared memory; Hopper, bf16, pages of 64, head dim 128, <= 8
+    splits, interleaved pages, num_stages pages in flight per split; no pos_filter, split_first or short_rows)."""
     if row_queries is not None:
         q_off, q_cnt, GQ = row_queries
         B, R = pages.shape[:2]
@@ -319,11 +323,19 @@ def paged_attention(q_rows, k_pool, v_pool, pages, page_len, scaling: float, pos
     if pages_per_split is None:  # ~2 programs per SM, at least 4 pages each, a row's splits of equal size
         sms = torch.cuda.get_device_properties(q.device).multi_processor_count if q.is_cuda else 8
         splits = max(1, min(triton.cdiv(NP, 4), triton.cdiv(2 * sms, rows)))
+        if impl == "cuda_cluster":  # a row's splits are one cluster: at most 8 CTAs
+            splits = min(splits, 8)
         pages_per_split = min(triton.cdiv(NP, splits), MAX_PAGES_PER_SPLIT)
     if not 1 <= pages_per_split <= MAX_PAGES_PER_SPLIT:
         raise ValueError(f"pages_per_split={pages_per_split}: allowed 1..{MAX_PAGES_PER_SPLIT} (a split's page ids "
                          "are held in registers)")
     n_splits = max(1, triton.cdiv(NP, pages_per_split))
+    if impl == "cuda_cluster":
+        return _cluster_paged(q, q_off, q_cnt, GQ, row_queries is not None, k_pool, v_pool, pages, page_len,
+                              scaling, out, n_splits, num_warps, num_stages, pdl, pos_filter, split_first, strided,
+                              short_rows)
+    if impl != "triton":
+        raise ValueError(f"impl={impl!r}: allowed 'triton', 'cuda_cluster'")
     R_long, short_splits, n_long_programs = R, n_splits, 0
     if short_rows is not None:
         R_long, short_pages = short_rows
@@ -363,6 +375,34 @@ def paged_attention(q_rows, k_pool, v_pool, pages, page_len, scaling: float, pos
     if not fuse_combine:
         _combine_kernel[(rows,)](acc, m, lse, out, q_off, q_cnt, n_splits, GQ=GQ, D=D, **meta, num_warps=4,
                                  launch_pdl=pdl_launch)
+    return out
+
+
+_ROW_TABLES: dict = {}
+
+
+def _cluster_paged(q, q_off, q_cnt, GQ, has_row_q, k_pool, v_pool, pages, page_len, scaling, out, n_splits,
+                   num_warps, num_stages, pdl, pos_filter, split_first, strided, short_rows):
+    """paged_attention(impl="cuda_cluster"): the launch options checked, then one cluster launch."""
+    from sparsebench.kernels import cuda_decode
+
+    bad = {"pos_filter": pos_filter is not None, "split_first": split_first, "strided=False": not strided,
+           "short_rows": short_rows is not None, f"num_warps={num_warps} (4 only)": num_warps != 4}
+    if any(bad.values()):
+        raise ValueError(f"impl='cuda_cluster' does not take {', '.join(k for k, v in bad.items() if v)}")
+    D = q.shape[-1]
+    rows = pages.shape[0]
+    if not has_row_q:  # row r holds queries r * GQ .. + GQ (built once per shape, so a graph replays it)
+        key = (q.device, rows, GQ)
+        if key not in _ROW_TABLES:
+            _ROW_TABLES[key] = (torch.arange(rows, device=q.device, dtype=torch.int32) * GQ,
+                                torch.full((rows,), GQ, device=q.device, dtype=torch.int32))
+        q_off, q_cnt = _ROW_TABLES[key]
+    if out is None:
+        out = torch.empty_like(q)  # q_rows' shape, with or without row_queries
+    cuda_decode.cluster_paged_attention(q.view(-1, D), q_off.reshape(-1), q_cnt.reshape(-1), k_pool, v_pool, pages,
+                                        page_len, scaling, out.view(-1, D), n_splits, num_stages,
+                                        use_pdl(q.device, pdl), n_queries=GQ)
     return out
 
 

@@ -213,6 +213,87 @@ def test_paged_decode_and_gather_bf16_at_128k_pages():
     assert (probs - w).abs().max().item() < 1e-3
 
 
+def _ref_paged(q_flat, q_off, q_cnt, kp, vp, pages, plen, scale):
+    """fp32 attention of each row's queries over its listed pages' valid tokens (rows with none: zeros)."""
+    out = torch.zeros(q_flat.shape, dtype=torch.float32, device=q_flat.device)
+    for r in range(pages.shape[0]):
+        keep = [(p, n) for p, n in zip(pages[r].tolist(), plen[r].tolist()) if p >= 0 and n > 0]
+        if not keep:
+            continue
+        k = torch.cat([kp[p, :n] for p, n in keep]).float()
+        v = torch.cat([vp[p, :n] for p, n in keep]).float()
+        o, c = int(q_off[r]), int(q_cnt[r])
+        out[o: o + c] = torch.softmax(q_flat[o: o + c].float() @ k.T * scale, -1) @ v
+    return out
+
+
+def test_cluster_paged_decode_matches_reference():
+    """The CUDA kernel whose splits meet in a thread-block cluster (impl="cuda_cluster"): rows of 1 and 4 queries,
+    partial pages whose unwritten rows are NaN, empty entries and empty rows, 1-8 splits, 1-4 stages, PDL in a graph."""
+    from sparsebench.kernels.triton_decode import paged_attention
+
+    if torch.cuda.get_device_capability()[0] < 9:
+        pytest.skip("thread-block clusters need Hopper or newer")
+    g = torch.Generator(device="cuda").manual_seed(5)
+    P, page, D = 2048, 64, 128
+    kp = torch.randn(P, page, D, device="cuda", dtype=torch.bfloat16, generator=g)
+    vp = torch.randn(P, page, D, device="cuda", dtype=torch.bfloat16, generator=g)
+    B, R, NP = 2, 10, 300
+    pages = torch.randint(0, P, (B, R, NP), device="cuda", generator=g, dtype=torch.int32)
+    filled = torch.randint(1, page + 1, (P,), device="cuda", generator=g, dtype=torch.int32)  # tokens per page
+    unwritten = torch.arange(page, device="cuda") >= filled[:, None]
+    kp[unwritten] = float("nan")  # rows past a page's tokens hold NaN: they must never be read
+    vp[unwritten] = float("nan")
+    plen = filled[pages.long()]
+    pages[0, 2, 7:] = -1  # a short row
+    pages[1, 4] = -1  # a row with no pages: zeros
+    pages[1, 5, ::3] = -1
+    plen[0, 3, ::5] = 0  # entries with no tokens
+    # rows of 1 query (per query head) and of 4 (a GQA group), as LServe's launch holds them
+    q_cnt = torch.tensor([1, 4] * (R // 2), dtype=torch.int32, device="cuda").repeat(B, 1)
+    q_off = (torch.cumsum(q_cnt.flatten(), 0) - q_cnt.flatten()).view(B, R).to(torch.int32)
+    T = int(q_cnt.sum())
+    q = torch.randn(T, 1, 1, D, device="cuda", dtype=torch.bfloat16, generator=g)
+    ref = _ref_paged(q.view(T, D), q_off.flatten(), q_cnt.flatten(), kp, vp, pages.view(-1, NP),
+                     plen.view(-1, NP), 0.1)
+    assert torch.isfinite(ref).all()
+    for pps, stages in ((150, 1), (100, 2), (60, 3), (38, 4), (43, 3)):  # 2, 3, 5, 8, 7 splits
+        out = torch.full_like(q, float("nan"))
+        paged_attention(q, kp, vp, pages, plen, 0.1, out=out, row_queries=(q_off, q_cnt, 4), pages_per_split=pps,
+                        num_stages=stages, impl="cuda_cluster")
+        assert not torch.isnan(out).any(), (pps, stages)
+        assert rel(out.view(T, D), ref) < 1e-2, (pps, stages)
+        assert out.view(T, D)[int(q_off[1, 4]): int(q_off[1, 4]) + 1].abs().max() == 0
+    one = paged_attention(q, kp, vp, pages[..., :200], plen[..., :200], 0.1, row_queries=(q_off, q_cnt, 4),
+                          pages_per_split=200, num_stages=2, impl="cuda_cluster")  # 1 split: no cluster partner
+    ref1 = _ref_paged(q.view(T, D), q_off.flatten(), q_cnt.flatten(), kp, vp, pages[..., :200].reshape(-1, 200),
+                      plen[..., :200].reshape(-1, 200), 0.1)
+    assert rel(one.view(T, D), ref1) < 1e-2
+    # the same bits again, and as PDL dependents replayed in a CUDA graph
+    first = out.clone()
+    paged_attention(q, kp, vp, pages, plen, 0.1, out=out, row_queries=(q_off, q_cnt, 4), pages_per_split=43,
+                    num_stages=3, impl="cuda_cluster")
+    assert torch.equal(out, first)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(3):
+            paged_attention(q, kp, vp, pages, plen, 0.1, out=out, row_queries=(q_off, q_cnt, 4),
+                            pages_per_split=43, num_stages=3, impl="cuda_cluster", pdl=True)
+    out.fill_(float("nan"))
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(out, first)
+    # rows of GQ queries each (no row tables) against the Triton kernel
+    q4 = torch.randn(B, R, 4, D, device="cuda", dtype=torch.bfloat16, generator=g)
+    got = paged_attention(q4, kp, vp, pages, plen, 0.1, pages_per_split=38, impl="cuda_cluster")
+    assert rel(got, paged_attention(q4, kp, vp, pages, plen, 0.1, pages_per_split=38)) < 1e-2
+    with pytest.raises(ValueError, match="pos_filter"):
+        paged_attention(q4, kp, vp, pages, plen, 0.1, pages_per_split=38, impl="cuda_cluster",
+                        pos_filter=(kp, 0, pages[..., 0]))
+    with pytest.raises(ValueError, match="n_splits"):
+        paged_attention(q4, kp, vp, pages, plen, 0.1, pages_per_split=4, impl="cuda_cluster")
+
+
 def test_top_pages_at_128k_pages_matches_torch_topk():
     """2048 physical pages per row (128K tokens of 64-token pages), 63 chosen + the forced last page."""
     from sparsebench.kernels.triton_decode import top_pages

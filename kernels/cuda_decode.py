@@ -1,0 +1,482 @@
+"""Paged decode with the split-KV reduction inside a thread-block cluster (CUDA C++, compiled at run time by NVRTC).
+
+Why a CUDA kernel beside the Triton ones: at batch 1 a paged decode launch must split each row's pages over many
+SMs, and in `triton_decode.paged_attention` the splits meet through global memory (partials stored, an acq_rel
+atomic, the last program's reload): ~3.3 us per launch on an H100 (run 16 in docs/benchmarks/attention.md). Here
+a row's splits are the CTAs of one cluster (Hopper): each CTA merges its warps in shared memory, the cluster
+barrier orders it, and rank 0 reads the other CTAs' partials through distributed shared memory. Triton 3.6 exposes
+neither clusters' shared memory nor a cluster launch for such a kernel.
+
+The kernel (one CTA of 4 warps per split, a row's splits = its cluster's CTAs, `n_splits` <= 8):
+- the CTA's list entries (rank, rank + n_splits, ...) are loaded once and compacted (entries with no page or no
+  tokens dropped);
+- each page's K and V (16 KB each: a page of 64 tokens x 128 channels, bf16, contiguous in the pool) come in as two
+  bulk asynchronous copies (TMA, no descriptor) into a ring of `stages` buffers, each with an mbarrier counting
+  the bytes: one thread issues two instructions per page, so no address arithmetic runs per token;
+- a warp takes 16 of a page's 64 tokens: q.k with 8 lanes per token (16 channels each, conflict-free 16-byte
+  shared loads), an online softmax per warp, p.v with 4 channels per lane;
+- rows hold 1..4 queries (`row_queries`, as in paged_attention): one path compiled for 1 query, one for 4.
+Shapes and the page layout are paged_attention's; this kernel serves bf16, pages of 64 tokens, head dim 128 only
+(`supports` says why not otherwise). GPU only (Hopper or newer): there is no CPU interpreter for it, so CI tests
+its argument checks, and the `gpu` tests its output against the reference.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import glob
+import os
+import sys
+
+import torch
+
+PAGE, D, GQ_MAX, MAX_SPLITS, ENTRIES_PER_CTA = 64, 128, 4, 8, 256
+STAGE_BYTES = 2 * PAGE * D * 2  # K + V of one page, bf16
+
+SOURCE = r"""
+typedef unsigned int u32;
+typedef unsigned long long u64;
+#define D 128
+#define PAGE 64
+#define NWARP 4
+#define GQM 4
+#define NEG_INF __int_as_float(0xff800000)
+#define MAXE 8                      /* list entries per lane when compacting: <= 256 per CTA */
+#define STAGE_BYTES (2 * PAGE * D * 2)
+#define HALF_BYTES (PAGE * D * 2)
+
+__device__ __forceinline__ u32 smem_u32(const void* p) {
+    u64 a;
+    asm("cvta.to.shared.u64 %0, %1;" : "=l"(a) : "l"(p));
+    return (u32)a;
+}
+__device__ __forceinline__ float ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+__device__ __forceinline__ float lo_bf16(u32 w) { return __uint_as_float(w << 16); }
+__device__ __forceinline__ float hi_bf16(u32 w) { return __uint_as_float(w & 0xffff0000u); }
+__device__ __forceinline__ unsigned short to_bf16(float x) {
+    unsigned short h;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(x));
+    return h;
+}
+__device__ __forceinline__ void bar_wait(u32 bar, u32 parity) {
+    u32 done;
+    do {
+        asm volatile("{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+                     " selp.u32 %0, 1, 0, p;\n}" : "=r"(done) : "r"(bar), "r"(parity) : "memory");
+    } while (!done);
+}
+/* one page's K and V into a ring buffer; the barrier completes when both copies have landed */
+__device__ __forceinline__ void fetch_page(u32 bar, u32 dst, const unsigned short* k, const unsigned short* v) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" :: "r"(bar), "r"(STAGE_BYTES) : "memory");
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
+                 :: "r"(dst), "l"(k), "r"(HALF_BYTES), "r"(bar) : "memory");
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
+                 :: "r"(dst + HALF_BYTES), "l"(v), "r"(HALF_BYTES), "r"(bar) : "memory");
+}
+__device__ __forceinline__ void cluster_sync() {
+    asm volatile("barrier.cluster.arrive.release.aligned;\n barrier.cluster.wait.acquire.aligned;" ::: "memory");
+}
+__device__ __forceinline__ float cluster_ld(const float* p, u32 rank) {
+    u32 a;
+    float x;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(a) : "r"(smem_u32(p)), "r"(rank));
+    asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(x) : "r"(a) : "memory");
+    return x;
+}
+
+struct Smem {
+    unsigned char* ring; u32 ring_u32; u32 bars;
+    float* pbuf;   /* [NWARP][16 tokens][GQM] softmax weights of a warp's tokens */
+    float* wacc;   /* [NWARP][GQM][D] warp partials */
+    float* wml;    /* [NWARP][GQM][2] warp (m, l) */
+    float* cacc;   /* [GQM][D] the CTA's partial: read by rank 0 of the cluster */
+    float* cml;    /* [GQM][2] */
+    int* pid; int* ntok; int* count;
+};
+
+/* The CTA's compacted pages: G queries per row (compiled for 1 and GQM); q0, gq: the row's queries. */
+template <int G>
+__device__ __forceinline__ void attend(const Smem& s, const unsigned short* __restrict__ Q, int q0, int gq,
+                                       const unsigned short* __restrict__ KP, const unsigned short* __restrict__ VP,
+                                       int n, int stages, float qk_scale) {
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int t0 = lane >> 3, c = lane & 7;
+    /* lane holds channels c*8..c*8+7 and 64+c*8..64+c*8+7 of each query, scaled to base-2 logits */
+    float qf[G][16];
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        uint4 a = make_uint4(0, 0, 0, 0), b = make_uint4(0, 0, 0, 0);
+        if (g < gq) {
+            a = *(const uint4*)(Q + (long long)(q0 + g) * D + c * 8);
+            b = *(const uint4*)(Q + (long long)(q0 + g) * D + 64 + c * 8);
+        }
+        u32 w[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            qf[g][2 * j] = lo_bf16(w[j]) * qk_scale;
+            qf[g][2 * j + 1] = hi_bf16(w[j]) * qk_scale;
+        }
+    }
+    float m[G], l[G], acc[G][4];
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        m[g] = NEG_INF; l[g] = 0.f;
+#pragma unroll
+        for (int j = 0; j < 4; j++) acc[g][j] = 0.f;
+    }
+    for (int i = 0; i < n; i++) {
+        const int st = i % stages;
+        bar_wait(s.bars + 8 * st, (i / stages) & 1);
+        const unsigned char* kb = s.ring + st * STAGE_BYTES;
+        const unsigned char* vb = kb + HALF_BYTES;
+        const int ntok = s.ntok[i];
+        float sc[G][4];
+#pragma unroll
+        for (int r = 0; r < 4; r++) {
+            const int t = 16 * warp + 4 * r + t0;
+            const uint4 a = *(const uint4*)(kb + t * (D * 2) + c * 16);
+            const uint4 b = *(const uint4*)(kb + t * (D * 2) + 128 + c * 16);
+            const u32 w[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+#pragma unroll
+            for (int g = 0; g < G; g++) {
+                float x = 0.f;
+#pragma unroll
+                for (int j = 0; j < 8; j++) x += qf[g][2 * j] * lo_bf16(w[j]) + qf[g][2 * j + 1] * hi_bf16(w[j]);
+                sc[g][r] = x;
+            }
+        }
+#pragma unroll
+        for (int g = 0; g < G; g++) {
+            float mx = NEG_INF;
+#pragma unroll
+            for (int r = 0; r < 4; r++) {
+                float x = sc[g][r];
+                x += __shfl_xor_sync(0xffffffffu, x, 1);
+                x += __shfl_xor_sync(0xffffffffu, x, 2);
+                x += __shfl_xor_sync(0xffffffffu, x, 4);
+                x = (16 * warp + 4 * r + t0 < ntok) ? x : NEG_INF;  /* rows past the page's tokens: never read */
+                sc[g][r] = x;
+                mx = fmaxf(mx, x);
+            }
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 8));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 16));
+            const float m_new = fmaxf(m[g], mx);
+            const float m_safe = m_new == NEG_INF ? 0.f : m_new;
+            const float alpha = ex2(m[g] - m_safe);
+            float ps = 0.f;
+#pragma unroll
+            for (int r = 0; r < 4; r++) {
+                const float p = ex2(sc[g][r] - m_safe);
+                ps += p;
+                if (c == 0) s.pbuf[(warp * 16 + 4 * r + t0) * GQM + g] = p;
+            }
+            ps += __shfl_xor_sync(0xffffffffu, ps, 8);
+            ps += __shfl_xor_sync(0xffffffffu, ps, 16);
+            l[g] = l[g] * alpha + ps;
+            m[g] = m_new;
+#pragma unroll
+            for (int j = 0; j < 4; j++) acc[g][j] *= alpha;
+        }
+        __syncwarp();
+        const int tend = ntok - 16 * warp;  /* the warp's tokens that hold data */
+#pragma unroll
+        for (int tt = 0; tt < 16; tt++) {
+            if (tt < tend) {
+                const uint2 v = *(const uint2*)(vb + (16 * warp + tt) * (D * 2) + lane * 8);
+                const float v0 = lo_bf16(v.x), v1 = hi_bf16(v.x), v2 = lo_bf16(v.y), v3 = hi_bf16(v.y);
+                const float* pp = s.pbuf + (warp * 16 + tt) * GQM;
+#pragma unroll
+                for (int g = 0; g < G; g++) {
+                    const float p = pp[g];
+                    acc[g][0] += p * v0; acc[g][1] += p * v1; acc[g][2] += p * v2; acc[g][3] += p * v3;
+                }
+            }
+        }
+        __syncthreads();  /* every warp is done with this buffer (and with pbuf) */
+        if (tid == 0 && i + stages < n) {
+            asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+            const long long pg = (long long)s.pid[i + stages] * (PAGE * D);
+            fetch_page(s.bars + 8 * st, s.ring_u32 + st * STAGE_BYTES, KP + pg, VP + pg);
+        }
+    }
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+#pragma unroll
+        for (int j = 0; j < 4; j++) s.wacc[(warp * GQM + g) * D + 4 * lane + j] = acc[g][j];
+        if (lane == 0) {
+            s.wml[(warp * GQM + g) * 2] = m[g];
+            s.wml[(warp * GQM + g) * 2 + 1] = l[g];
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(128, 2)
+paged_decode_cluster(const unsigned short* __restrict__ Q, const int* __restrict__ QOFF,
+                     const int* __restrict__ QCNT, const unsigned short* __restrict__ KP,
+                     const unsigned short* __restrict__ VP, const int* __restrict__ PAGES,
+                     const int* __restrict__ PLEN, unsigned short* __restrict__ O, int n_list, int stages,
+                     float qk_scale, int pdl) {
+    extern __shared__ __align__(128) unsigned char smem[];
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    u32 rank, ncta, row;
+    asm("mov.u32 %0, %%cluster_ctarank;" : "=r"(rank));
+    asm("mov.u32 %0, %%cluster_nctarank;" : "=r"(ncta));
+    asm("mov.u32 %0, %%clusterid.x;" : "=r"(row));
+    Smem s;
+    s.ring = smem;
+    s.ring_u32 = smem_u32(smem);
+    s.bars = s.ring_u32 + stages * STAGE_BYTES;
+    s.pbuf = (float*)(smem + stages * STAGE_BYTES + 64);
+    s.wacc = s.pbuf + NWARP * 16 * GQM;
+    s.wml = s.wacc + NWARP * GQM * D;
+    s.cacc = s.wml + NWARP * GQM * 2;
+    s.cml = s.cacc + GQM * D;
+    s.pid = (int*)(s.cml + GQM * 2);
+    s.ntok = s.pid + 32 * MAXE;
+    s.count = s.ntok + 32 * MAXE;
+    if (pdl) {  /* launched early: wait for the predecessor's results before any load */
+        asm volatile("griddepcontrol.wait;" ::: "memory");
+        if (pdl == 1) asm volatile("griddepcontrol.launch_dependents;" ::: "memory");  /* 2: after the pages */
+    }
+    if (tid == 0) {
+        for (int i = 0; i < stages; i++)
+            asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" :: "r"(s.bars + 8 * i) : "memory");
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+    if (warp == 0) {  /* this CTA's list entries rank, rank + ncta, ...: loaded at once, then compacted in order */
+        int pid[MAXE], nt[MAXE];
+#pragma unroll
+        for (int e = 0; e < MAXE; e++) {
+            const int j = rank + (e * 32 + lane) * ncta;
+            pid[e] = -1;
+            nt[e] = 0;
+            if (j < n_list) {
+                pid[e] = PAGES[(long long)row * n_list + j];
+                nt[e] = PLEN[(long long)row * n_list + j];
+            }
+        }
+        int base = 0;
+#pragma unroll
+        for (int e = 0; e < MAXE; e++) {
+            const bool ok = pid[e] >= 0 && nt[e] > 0;
+            const u32 bal = __ballot_sync(0xffffffffu, ok);
+            if (ok) {
+                const int at = base + __popc(bal & ((1u << lane) - 1u));
+                s.pid[at] = pid[e];
+                s.ntok[at] = min(nt[e], PAGE);
+            }
+            base += __popc(bal);
+        }
+        if (lane == 0) *s.count = base;
+    }
+    __syncthreads();
+    const int n = *s.count;
+    if (tid == 0) {
+        for (int i = 0; i < stages && i < n; i++) {
+            const long long pg = (long long)s.pid[i] * (PAGE * D);
+            fetch_page(s.bars + 8 * i, s.ring_u32 + i * STAGE_BYTES, KP + pg, VP + pg);
+        }
+    }
+    const int q0 = QOFF[row], gq = QCNT[row];
+    if (gq == 1)
+        attend<1>(s, Q, q0, gq, KP, VP, n, stages, qk_scale);
+    else
+        attend<GQM>(s, Q, q0, gq, KP, VP, n, stages, qk_scale);
+    if (pdl == 2) asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+    __syncthreads();
+    /* the CTA's partial: thread tid = channel, the warps merged */
+    for (int g = 0; g < gq; g++) {
+        float mm = NEG_INF;
+#pragma unroll
+        for (int w = 0; w < NWARP; w++) mm = fmaxf(mm, s.wml[(w * GQM + g) * 2]);
+        const float ms = mm == NEG_INF ? 0.f : mm;
+        float a = 0.f, ll = 0.f;
+#pragma unroll
+        for (int w = 0; w < NWARP; w++) {
+            const float f = ex2(s.wml[(w * GQM + g) * 2] - ms);
+            a += f * s.wacc[(w * GQM + g) * D + tid];
+            ll += f * s.wml[(w * GQM + g) * 2 + 1];
+        }
+        s.cacc[g * D + tid] = a;
+        if (tid == 0) {
+            s.cml[2 * g] = mm;
+            s.cml[2 * g + 1] = ll;
+        }
+    }
+    cluster_sync();  /* every CTA's partial is written (release / acquire at cluster scope) */
+    if (rank == 0) {
+        for (int g = 0; g < gq; g++) {
+            float mr[8], lr[8], ar[8];
+            float mm = NEG_INF;
+#pragma unroll
+            for (u32 r = 0; r < 8; r++) {  /* all loads issued before the first use */
+                mr[r] = r < ncta ? cluster_ld(s.cml + 2 * g, r) : NEG_INF;
+                lr[r] = r < ncta ? cluster_ld(s.cml + 2 * g + 1, r) : 0.f;
+                ar[r] = r < ncta ? cluster_ld(s.cacc + g * D + tid, r) : 0.f;
+                mm = fmaxf(mm, mr[r]);
+            }
+            const float ms = mm == NEG_INF ? 0.f : mm;
+            float a = 0.f, ll = 0.f;
+#pragma unroll
+            for (u32 r = 0; r < 8; r++) {
+                const float f = ex2(mr[r] - ms);
+                a += f * ar[r];
+                ll += f * lr[r];
+            }
+            O[(long long)(q0 + g) * D + tid] = to_bf16(ll == 0.f ? 0.f : a / ll);
+        }
+    }
+    cluster_sync();  /* rank 0 has read every CTA's shared memory before any of them exits */
+}
+"""
+
+SMEM_EXTRA = 64 + 4 * (4 * 16 * GQ_MAX + 4 * GQ_MAX * D + 4 * GQ_MAX * 2 + GQ_MAX * D + GQ_MAX * 2) + 4 * (2 * 256 + 1)
+
+
+def smem_bytes(stages: int) -> int:
+    return stages * STAGE_BYTES + SMEM_EXTRA
+
+
+# ------------------------------------------------------------------------------------------------- NVRTC / driver
+def _nvrtc_library() -> ctypes.CDLL:
+    """libnvrtc: torch's (CUDA builds load it), else one under site-packages' nvidia/*/lib, or $SPARSEBENCH_NVRTC."""
+    names = []
+    if os.environ.get("SPARSEBENCH_NVRTC"):
+        names.append(os.environ["SPARSEBENCH_NVRTC"])
+    cuda = getattr(torch.version, "cuda", None)
+    if cuda:
+        names.append(f"libnvrtc.so.{cuda.split('.')[0]}")
+    for p in sys.path:
+        names += sorted(glob.glob(os.path.join(p, "nvidia", "*", "lib", "libnvrtc.so*")))
+    names.append("libnvrtc.so")
+    for name in names:
+        if "builtins" in name or ".alt." in name:
+            continue
+        try:
+            return ctypes.CDLL(name)
+        except OSError:
+            continue
+    raise RuntimeError("cuda_decode needs NVRTC (libnvrtc.so): not found next to torch or under site-packages "
+                       "(set SPARSEBENCH_NVRTC to its path)")
+
+
+@functools.lru_cache(maxsize=None)
+def compile_cubin(arch: str = "sm_90") -> tuple[bytes, str]:
+    """(cubin, ptxas' resource report) of the kernel compiled for `arch` (e.g. sm_90) by NVRTC; raises with
+    NVRTC's log on an error. Needs no GPU."""
+    lib = _nvrtc_library()
+    prog = ctypes.c_void_p()
+    src = SOURCE.encode()
+    if lib.nvrtcCreateProgram(ctypes.byref(prog), src, b"paged_decode_cluster.cu", 0, None, None):
+        raise RuntimeError("nvrtcCreateProgram failed")
+    opts = [f"--gpu-architecture={arch}".encode(), b"-std=c++17", b"--ptxas-options=-v"]
+    arr = (ctypes.c_char_p * len(opts))(*opts)
+    res = lib.nvrtcCompileProgram(prog, len(opts), arr)
+    size = ctypes.c_size_t()
+    lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+    log = ctypes.create_string_buffer(size.value)
+    lib.nvrtcGetProgramLog(prog, log)
+    if res:
+        lib.nvrtcDestroyProgram(ctypes.byref(prog))
+        raise RuntimeError(f"NVRTC failed to compile the cluster decode kernel for {arch}:\n{log.value.decode()}")
+    lib.nvrtcGetCUBINSize(prog, ctypes.byref(size))
+    cubin = ctypes.create_string_buffer(size.value)
+    lib.nvrtcGetCUBIN(prog, cubin)
+    lib.nvrtcDestroyProgram(ctypes.byref(prog))
+    return cubin.raw, log.value.decode()
+
+
+class _LaunchAttr(ctypes.Structure):  # CUlaunchAttribute: id, padding, a 64-byte value union
+    _fields_ = [("id", ctypes.c_int), ("pad", ctypes.c_char * 4), ("value", ctypes.c_uint * 16)]
+
+
+class _LaunchConfig(ctypes.Structure):  # CUlaunchConfig
+    _fields_ = [("grid", ctypes.c_uint * 3), ("block", ctypes.c_uint * 3), ("smem", ctypes.c_uint),
+                ("stream", ctypes.c_void_p), ("attrs", ctypes.POINTER(_LaunchAttr)), ("n_attrs", ctypes.c_uint)]
+
+
+_ATTR_CLUSTER, _ATTR_PDL, _FUNC_MAX_DYN_SMEM = 4, 6, 8
+# with PDL, where a launch lets its successor launch: "start" or "pages_done" (after its page loop; H100, LServe at
+# 128K, batch 1: reuse step 16.6 against 17.0 us, docs/benchmarks/attention.md run 17)
+PDL_TRIGGER = "pages_done"
+
+
+def _check(res: int, what: str) -> None:
+    if res:
+        raise RuntimeError(f"CUDA driver error {res} in {what}")
+
+
+@functools.lru_cache(maxsize=None)
+def _function(device_index: int):
+    """(libcuda, CUfunction) of the kernel on a device, its shared memory raised to the largest ring allowed."""
+    major, minor = torch.cuda.get_device_capability(device_index)
+    cubin, _ = compile_cubin(f"sm_{major}{minor}")
+    cu = ctypes.CDLL("libcuda.so.1")
+    with torch.cuda.device(device_index):
+        torch.cuda.current_stream().synchronize()  # the device's primary context is current on this thread
+        mod, fn = ctypes.c_void_p(), ctypes.c_void_p()
+        _check(cu.cuModuleLoadData(ctypes.byref(mod), cubin), "cuModuleLoadData")
+        _check(cu.cuModuleGetFunction(ctypes.byref(fn), mod, b"paged_decode_cluster"), "cuModuleGetFunction")
+        optin = torch.cuda.get_device_properties(device_index).shared_memory_per_block_optin
+        _check(cu.cuFuncSetAttribute(fn, _FUNC_MAX_DYN_SMEM, optin), "cuFuncSetAttribute")
+    cu.cuLaunchKernelEx.argtypes = [ctypes.POINTER(_LaunchConfig), ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+    return cu, fn, mod
+
+
+def supports(q, k_pool, n_queries: int, n_splits: int, n_list: int, stages: int) -> str | None:
+    """None if the kernel serves these inputs, else why not."""
+    if not q.is_cuda or torch.cuda.get_device_capability(q.device)[0] < 9:
+        return "needs a Hopper-or-newer GPU (thread-block clusters)"
+    if q.dtype != torch.bfloat16 or k_pool.dtype != torch.bfloat16:
+        return f"bf16 only (got {q.dtype}, {k_pool.dtype})"
+    if tuple(k_pool.shape[1:]) != (PAGE, D):
+        return f"pages of {PAGE} tokens x head dim {D} only (got {tuple(k_pool.shape[1:])})"
+    if not 1 <= n_queries <= GQ_MAX:
+        return f"rows of 1..{GQ_MAX} queries (got {n_queries})"
+    if not 1 <= n_splits <= MAX_SPLITS:
+        return f"n_splits (a cluster's CTAs) in 1..{MAX_SPLITS} (got {n_splits})"
+    if -(-n_list // n_splits) > ENTRIES_PER_CTA:
+        return f"at most {ENTRIES_PER_CTA} list entries per split (got {n_list} entries over {n_splits} splits)"
+    if not 1 <= stages <= 8 or smem_bytes(stages) > torch.cuda.get_device_properties(q.device).shared_memory_per_block_optin:
+        return f"stages={stages}: 1..8 and the ring must fit in shared memory"
+    return None
+
+
+def cluster_paged_attention(q_flat, q_off, q_cnt, k_pool, v_pool, pages, page_len, scaling: float, out_flat,
+                            n_splits: int, stages: int = 3, pdl: tuple = (False, False),
+                            n_queries: int = GQ_MAX) -> None:
+    """out_flat[q_off[r] + g] = attention of q_flat[q_off[r] + g] (g < q_cnt[r]) over row r's listed pages.
+
+    q_flat / out_flat [T, 128] bf16; q_off / q_cnt [rows] int32; k_pool / v_pool [P, 64, 128] bf16 contiguous;
+    pages / page_len [rows, NP] int32 (page id, -1 = none; tokens valid in the page). A row's splits are the
+    n_splits CTAs of one cluster (split s reads entries s, s + n_splits, ...); stages: pages in flight per CTA;
+    pdl: (run the grid-dependency ops, launch as a programmatic dependent), triton_decode.use_pdl's pair."""
+    why = supports(q_flat, k_pool, n_queries, n_splits, pages.shape[-1], stages)
+    if why:
+        raise ValueError(f"cluster_paged_attention: {why}")
+    for name, t in (("k_pool", k_pool), ("v_pool", v_pool), ("q", q_flat), ("out", out_flat), ("pages", pages),
+                    ("page_len", page_len)):
+        if not t.is_contiguous():
+            raise ValueError(f"cluster_paged_attention: {name} must be contiguous")
+    rows, n_list = pages.shape
+    dev = q_flat.device.index if q_flat.device.index is not None else torch.cuda.current_device()
+    cu, fn, _ = _function(dev)
+    attrs = (_LaunchAttr * 2)()
+    attrs[0].id = _ATTR_CLUSTER
+    attrs[0].value[0], attrs[0].value[1], attrs[0].value[2] = n_splits, 1, 1
+    attrs[1].id = _ATTR_PDL
+    attrs[1].value[0] = 1
+    cfg = _LaunchConfig((rows * n_splits, 1, 1), (128, 1, 1), smem_bytes(stages),
+                        ctypes.c_void_p(torch.cuda.current_stream(q_flat.device).cuda_stream), attrs,
+                        2 if pdl[1] else 1)
+    vals = [ctypes.c_void_p(t.data_ptr()) for t in (q_flat, q_off, q_cnt, k_pool, v_pool, pages, page_len,
+                                                     out_flat)]
+    vals += [ctypes.c_int(n_list), ctypes.c_int(stages), ctypes.c_float(scaling * 1.4426950408889634),
+             ctypes.c_int(0 if not pdl[0] else 1 if PDL_TRIGGER == "start" else 2)]
+    params = (ctypes.c_void_p * len(vals))(*[ctypes.cast(ctypes.byref(v), ctypes.c_void_p) for v in vals])
+    _check(cu.cuLaunchKernelEx(ctypes.byref(cfg), fn, params, None), "cuLaunchKernelEx")

@@ -1,0 +1,78 @@
+"""The CUDA cluster decode kernel (kernels/cuda_decode.py) without a GPU: NVRTC compiles it for Hopper (no spills,
+two CTAs per SM fit), and every refusal names its reason. Its output is checked on the GPU
+(tests/test_gpu_kernels.py::test_cluster_paged_decode_matches_reference)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from sparsebench.kernels import cuda_decode
+from sparsebench.kernels.triton_decode import paged_attention
+
+
+def _nvrtc_or_skip():
+    try:
+        cuda_decode._nvrtc_library()
+    except RuntimeError as e:
+        pytest.skip(str(e))
+
+
+def test_cluster_kernel_compiles_for_sm90_without_spills_and_two_ctas_fit_an_sm():
+    _nvrtc_or_skip()
+    cubin, log = cuda_decode.compile_cubin("sm_90")
+    assert cubin[:4] == b"\x7fELF"
+    assert "0 bytes spill stores" in log and "0 bytes stack frame" in log, log
+    regs = int(re.search(r"Used (\d+) registers", log).group(1))
+    assert regs * 128 * 2 <= 65536, log  # two CTAs of 128 threads per SM (the benchmark's 160 CTAs on 132 SMs)
+    assert 2 * (cuda_decode.smem_bytes(3) + 1024) <= 228 * 1024  # H100: 228 KB per SM, 1 KB reserved per CTA
+
+
+def _inputs(dtype=torch.bfloat16, D=128, page=64):
+    q = torch.zeros(1, 2, 4, D, dtype=dtype)
+    kp = torch.zeros(8, page, D, dtype=dtype)
+    pages = torch.zeros(1, 2, 16, dtype=torch.int32)
+    return q, kp, pages, torch.full_like(pages, page)
+
+
+def test_cluster_impl_refusals_name_the_reason():
+    q, kp, pages, plen = _inputs()
+    with pytest.raises(ValueError, match="Hopper"):  # CPU tensors
+        paged_attention(q, kp, kp, pages, plen, 0.1, impl="cuda_cluster")
+    with pytest.raises(ValueError, match="pos_filter, split_first"):
+        paged_attention(q, kp, kp, pages, plen, 0.1, impl="cuda_cluster", split_first=True,
+                        pos_filter=(kp, 0, pages[..., 0]))
+    with pytest.raises(ValueError, match="num_warps=8"):
+        paged_attention(q, kp, kp, pages, plen, 0.1, impl="cuda_cluster", num_warps=8)
+    with pytest.raises(ValueError, match="impl='cuda'"):
+        paged_attention(q, kp, kp, pages, plen, 0.1, impl="cuda")
+
+
+def test_cluster_supports_lists_what_it_serves(monkeypatch):
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
+
+    class Props:
+        shared_memory_per_block_optin = 227 * 1024
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda *a: Props())
+    q, kp, pages, _ = _inputs()
+    assert cuda_decode.supports(q, kp, 4, 8, 64, 3) is None
+    assert "bf16 only" in cuda_decode.supports(q.half(), kp.half(), 4, 8, 64, 3)
+    assert "pages of 64" in cuda_decode.supports(q, torch.zeros(8, 32, 128, dtype=torch.bfloat16), 4, 8, 64, 3)
+    assert "1..4 queries" in cuda_decode.supports(q, kp, 8, 8, 64, 3)
+    assert "1..8" in cuda_decode.supports(q, kp, 4, 9, 64, 3)
+    assert "at most 256" in cuda_decode.supports(q, kp, 4, 2, 1000, 3)
+    assert "ring must fit" in cuda_decode.supports(q, kp, 4, 8, 64, 7)  # 7 x 32 KB pages > 227 KB
+
+
+def test_decode_config_flag_c_selects_the_cluster_kernel():
+    from sparsebench.evals.latency_attention import decode_launch_opts
+
+    paged, select = decode_launch_opts("4x2x8ipdc")
+    assert paged == {"num_warps": 4, "num_stages": 2, "split_first": False, "strided": True, "short": False,
+                     "static_pdl": True, "pages_per_split": 8, "impl": "cuda_cluster"}
+    assert select == {"top_pdl": True}
+    assert "impl" not in decode_launch_opts("4x3x8sirpd")[0]
