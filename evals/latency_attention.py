@@ -141,7 +141,8 @@ class LatencyAttention(Task):
             raise ConfigError("task.decode_configs", bad or c.decode_configs,
                               "warps x stages x pages per split, e.g. 4x3x8 (0 = automatic), then in this order any "
                               "of 's' split-first launch order, 'i' interleaved pages, 'r' short rows, 'p' top-k "
-                              "as a PDL dependent, 'd' reuse steps' attention as PDL dependents, 'c' the CUDA cluster kernel")
+                              "as a PDL dependent, 'd' reuse steps' attention as PDL dependents, 'c' the CUDA "
+                              "cluster kernel")
         if c.decode_layers < 1:
             raise ConfigError("task.decode_layers", c.decode_layers, "an integer >= 1")
         if c.prefill_heat_ms < 0:

@@ -17,8 +17,9 @@ The kernel (one CTA of 4 warps per split, a row's splits = its cluster's CTAs, `
   shared loads), an online softmax per warp, p.v with 4 channels per lane;
 - rows hold 1..4 queries (`row_queries`, as in paged_attention): one path compiled for 1 query, one for 4.
 Shapes and the page layout are paged_attention's; this kernel serves bf16, pages of 64 tokens, head dim 128 only
-(`supports` says why not otherwise). GPU only (Hopper or newer): there is no CPU interpreter for it, so CI tests
-its argument checks, and the `gpu` tests its output against the reference.
+(`supports` says why not otherwise). GPU only (Hopper or newer): there is no CPU interpreter for it, so CI compiles
+it through NVRTC (no spills, two CTAs per SM) and tests its argument checks, and the `gpu` tests check its output
+against the reference.
 """
 
 from __future__ import annotations
@@ -413,7 +414,8 @@ def _check(res: int, what: str) -> None:
 
 @functools.lru_cache(maxsize=None)
 def _function(device_index: int):
-    """(libcuda, CUfunction) of the kernel on a device, its shared memory raised to the largest ring allowed."""
+    """(libcuda, CUfunction, CUmodule: kept alive) of the kernel on a device, its dynamic shared memory limit raised
+    to the device's opt-in maximum."""
     major, minor = torch.cuda.get_device_capability(device_index)
     cubin, _ = compile_cubin(f"sm_{major}{minor}")
     cu = ctypes.CDLL("libcuda.so.1")
@@ -442,7 +444,8 @@ def supports(q, k_pool, n_queries: int, n_splits: int, n_list: int, stages: int)
         return f"n_splits (a cluster's CTAs) in 1..{MAX_SPLITS} (got {n_splits})"
     if -(-n_list // n_splits) > ENTRIES_PER_CTA:
         return f"at most {ENTRIES_PER_CTA} list entries per split (got {n_list} entries over {n_splits} splits)"
-    if not 1 <= stages <= 8 or smem_bytes(stages) > torch.cuda.get_device_properties(q.device).shared_memory_per_block_optin:
+    optin = torch.cuda.get_device_properties(q.device).shared_memory_per_block_optin
+    if not 1 <= stages <= 8 or smem_bytes(stages) > optin:
         return f"stages={stages}: 1..8 and the ring must fit in shared memory"
     return None
 
