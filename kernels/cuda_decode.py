@@ -336,6 +336,8 @@ paged_decode_cluster(const unsigned short* __restrict__ Q, const int* __restrict
 }
 """
 
+# the kernel's shared memory past its ring (see `Smem` in SOURCE): 8 mbarriers, pbuf, wacc, wml, cacc, cml, the page
+# ids and token counts of 256 entries, the count
 SMEM_EXTRA = 64 + 4 * (4 * 16 * GQ_MAX + 4 * GQ_MAX * D + 4 * GQ_MAX * 2 + GQ_MAX * D + GQ_MAX * 2) + 4 * (2 * 256 + 1)
 
 

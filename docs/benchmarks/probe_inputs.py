@@ -1,6 +1,6 @@
 """What the probes share: one prefill layer of the benchmark's geometry (Llama-3-8B: 32 / 8 heads, D 128, bf16) at
-n tokens, seeded by n, and dense cuDNN on them as the benchmark times it (K / V expanded outside); the summary line
-of a decode probe's reuse cycles."""
+n tokens, seeded by n, and dense cuDNN on them as the benchmark times it (K / V expanded outside); LServe's decode
+cycle timed per decode config against dense SDPA, and its summary lines."""
 import math
 import statistics
 
@@ -40,3 +40,45 @@ def print_cycles(tag: str, variants, cyc: dict, nbytes: int, width: int = 9):
               f"{[round(x, 2) for x in means]}  dense {dm:8.2f} -> {dm / m:6.3f}x  {nbytes / m / 1e6:.2f} TB/s",
               flush=True)
     return dm
+
+
+def lserve_cycles(B: int, configs, rounds: int, attention: bool = False, L: int = 8, N: int = 131072) -> dict:
+    """LServe's decode at batch B, length N, by the benchmark's method (L layers per CUDA graph, L2 evicted before
+    each replay, per layer): each decode config string (`decode_launch_opts`) built, checked against dense math in
+    the first round, then its reuse cycle timed per position, rounds in turn with dense SDPA; printed as
+    `print_cycles` lines. attention: also the attention launch alone per config. Returns the record of the batch."""
+    from sparsebench.evals.latency_attention import decode_launch_opts
+    from sparsebench.kernels import bench_steps as bs
+    from sparsebench.timing import graph_ms
+
+    dense = [bs.build_decode_step("full", "sdpa", B, N, 32, 8, 128, torch.bfloat16) for _ in range(L)]
+    cyc, attn, checks, nbytes = {}, {}, {}, None
+    for rnd in range(rounds):
+        for conf in configs:
+            bs.PAGED_OPTS, bs.SELECT_OPTS = decode_launch_opts(conf)
+            sparse = [bs.build_decode_step("lserve", "triton", B, N, 32, 8, 128, torch.bfloat16) for _ in range(L)]
+            nbytes = sparse[0][2]["bytes"]
+            if rnd == 0:
+                checks[conf] = sparse[0][2]["check"]()
+            per = graph_ms(lambda i: [b[0](i) for b in sparse], 4, l2="evicted", per_step=True, replays=200)
+            cyc.setdefault(conf, []).append([t / L * 1e3 for t in per])
+            if attention:
+                a = graph_ms(lambda i: [b[2]["parts"]["attention"]() for b in sparse], l2="evicted", replays=200)
+                attn.setdefault(conf, []).append(a / L * 1e3)
+            sparse = None
+            torch.cuda.empty_cache()
+        d = graph_ms(lambda i: [x[0](i) for x in dense], l2="evicted", replays=60)
+        cyc.setdefault("dense", []).append(d / L * 1e3)
+    bs.PAGED_OPTS, bs.SELECT_OPTS = {}, {}
+    dense = None
+    torch.cuda.empty_cache()
+    print(f"B{B} checks", checks, flush=True)
+    dm = print_cycles(f"B{B}", configs, cyc, nbytes, width=12)
+    rec = {"cycles_us": cyc, "bytes": nbytes, "dense_us_median": dm, "checks": checks}
+    if attention:
+        for conf in configs:
+            print(f"B{B} {conf:12s} attention launch alone {statistics.median(attn[conf]):7.2f} us {attn[conf]}",
+                  flush=True)
+        rec["attention_us"] = attn
+    return rec
+
