@@ -50,7 +50,7 @@ def n_selected(p, pages: int) -> int:
 DEV = "cuda"  # the device the steps run on (tests set "cpu" under TRITON_INTERPRET=1)
 PAGED_OPTS: dict = {}  # paged_attention launch options the benchmark sweeps (num_warps, num_stages, pages_per_split,
 # split_first, strided; "short": LServe's streaming rows as short rows; "static_pdl": launches whose page lists are not
-# fresh as PDL dependents; see `_paged_opts`)
+# fresh as PDL dependents; "early": those launches start their pages before the grid-dependency wait; see `_paged_opts`)
 SELECT_OPTS: dict = {}  # select_pages launch options (block_p, num_warps); the defaults unless a probe sets them
 
 
@@ -86,17 +86,31 @@ class Pool:
             self.v.view(B, H, self.pps * self.page, self.D)[:, :, : self.tokens]
 
 
-def _paged_opts(short_rows=None, fresh_lists: bool = False) -> dict:
+def _paged_opts(short_rows=None, fresh_lists: bool = False, newest=None) -> dict:
     """PAGED_OPTS as paged_attention's keywords: "short" becomes short_rows=short_rows where the step has short
     rows, and is dropped elsewhere; "static_pdl" makes the launch a PDL dependent (pdl=True) where its page lists
     were not just written by a selection (fresh_lists False: static lists, an LServe reuse step). After a selection
-    the launch stays ordinary: as a dependent of the top-k it lost (run 12)."""
+    the launch stays ordinary (as a dependent of the top-k it lost in run 12, with the Triton kernel), unless
+    "fresh_pdl" (fresh_lists True: a PDL dependent too; run 18, the cluster kernel). "early" (with static_pdl) becomes
+    early_kv=newest: each row's newest page ([B, R] pool ids), the one a model's append before the launch writes,
+    is read after the grid-dependency wait and the others may start before it."""
     opts = dict(PAGED_OPTS)
     if opts.pop("short", False) and short_rows is not None:
         opts["short_rows"] = short_rows
     if opts.pop("static_pdl", False) and not fresh_lists:
         opts["pdl"] = True
+    if opts.pop("fresh_pdl", False) and fresh_lists:  # a PDL dependent of the top-k that wrote its lists
+        opts["pdl"] = True
+    if opts.pop("early", False) and not fresh_lists and opts.get("pdl") is True and newest is not None:
+        opts["early_kv"] = newest
     return opts
+
+
+def newest_pages(ids, plen) -> torch.Tensor:
+    """[..., NP] page lists -> [...] int32: the pool id of each row's last entry with tokens (-1: none)."""
+    has = plen > 0
+    last = torch.where(has, torch.arange(ids.shape[-1], device=ids.device), -1).amax(-1, keepdim=True)
+    return torch.where(last >= 0, ids.gather(-1, last.clamp(min=0)), -1).squeeze(-1).to(torch.int32).contiguous()
 
 
 def _ref_pages(q_rows, pool: Pool, ids, plen, scale):
@@ -173,9 +187,10 @@ def build_decode_step(policy: str, backend: str, B: int, N: int, Hq: int, Hkv: i
             tokens = B * (Hkv // 2) * (N + p.sink + p.local)
         q_rows = q.view(B, Hkv, G, D)
         out = torch.empty_like(q_rows)
+        newest = newest_pages(ids, plen)
 
         def step(i):
-            paged_attention(q_rows, pool.k, pool.v, ids, plen, scale, out=out, **_paged_opts())
+            paged_attention(q_rows, pool.k, pool.v, ids, plen, scale, out=out, **_paged_opts(newest=newest))
 
         return step, 1, {"bytes": tokens * kv_bytes,
                          "check": lambda: (step(0), check_close(out, _ref_pages(q_rows, pool, ids, plen, scale)))[1]}
@@ -241,6 +256,10 @@ def build_decode_step(policy: str, backend: str, B: int, N: int, Hq: int, Hkv: i
         q_off = (torch.arange(B, device=DEV).unsqueeze(1) * 2 * R * G + first).to(torch.int32)  # [B, RO]
         q_cnt = torch.cat([torch.ones(R * G), torch.full((R,), G)]).to(DEV, torch.int32).expand(B, RO).contiguous()
         out = torch.empty_like(q_rows)
+        # each row's newest page: a retrieval row's forced last page, a streaming row's last local page
+        newest = torch.cat([(ret_base.squeeze(-1) + ret.pps - 1).to(torch.int32), newest_pages(ids_buf[:, R * G :],
+                                                                                              len_buf[:, R * G :])], 1)
+        newest = newest.contiguous()
 
         n_valid = torch.full((B * R * G,), ret.pps, dtype=torch.int32, device=DEV)
 
@@ -252,7 +271,7 @@ def build_decode_step(policy: str, backend: str, B: int, N: int, Hq: int, Hkv: i
 
         def attend(fresh_lists=False):  # streaming rows (R * G ..) list st.pps pages: short rows when "short"
             paged_attention(q_rows, pool.k, pool.v, ids_buf, len_buf, scale, out=out, row_queries=(q_off, q_cnt, G),
-                            **_paged_opts(short_rows=(R * G, st.pps), fresh_lists=fresh_lists))
+                            **_paged_opts(short_rows=(R * G, st.pps), fresh_lists=fresh_lists, newest=newest))
 
         def step(i):
             if i % reuse == 0:  # the selector runs when the history length is a multiple of 4

@@ -93,7 +93,7 @@ __device__ __forceinline__ float cluster_ld(const float* p, u32 rank) {
 struct Smem {
     unsigned char* ring; u32 ring_u32; u32 bars;
     float* pbuf;   /* [NWARP][16 tokens][GQM] softmax weights of a warp's tokens */
-    float* wacc;   /* [NWARP][GQM][D] warp partials */
+    float* wacc;   /* [NWARP][GQM][D] warp partials (these four: in the ring, after the page loop) */
     float* wml;    /* [NWARP][GQM][2] warp (m, l) */
     float* cacc;   /* [GQM][D] the CTA's partial: read by rank 0 of the cluster */
     float* cml;    /* [GQM][2] */
@@ -104,7 +104,7 @@ struct Smem {
 template <int G>
 __device__ __forceinline__ void attend(const Smem& s, const unsigned short* __restrict__ Q, int q0, int gq,
                                        const unsigned short* __restrict__ KP, const unsigned short* __restrict__ VP,
-                                       int n, int stages, float qk_scale) {
+                                       int n, int stages, float qk_scale, bool trigger_at_last_fetch) {
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int t0 = lane >> 3, c = lane & 7;
     /* lane holds channels c*8..c*8+7 and 64+c*8..64+c*8+7 of each query, scaled to base-2 logits */
@@ -130,6 +130,8 @@ __device__ __forceinline__ void attend(const Smem& s, const unsigned short* __re
 #pragma unroll
         for (int j = 0; j < 4; j++) acc[g][j] = 0.f;
     }
+    /* PDL: the next launch may start once every page of this CTA has been requested */
+    if (trigger_at_last_fetch && n <= stages) asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
     for (int i = 0; i < n; i++) {
         const int st = i % stages;
         bar_wait(s.bars + 8 * st, (i / stages) & 1);
@@ -204,6 +206,8 @@ __device__ __forceinline__ void attend(const Smem& s, const unsigned short* __re
             const long long pg = (long long)s.pid[i + stages] * (PAGE * D);
             fetch_page(s.bars + 8 * st, s.ring_u32 + st * STAGE_BYTES, KP + pg, VP + pg);
         }
+        if (trigger_at_last_fetch && i == n - 1 - stages)
+            asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
     }
 #pragma unroll
     for (int g = 0; g < G; g++) {
@@ -216,12 +220,12 @@ __device__ __forceinline__ void attend(const Smem& s, const unsigned short* __re
     }
 }
 
-extern "C" __global__ void __launch_bounds__(128, 2)
+extern "C" __global__ void __launch_bounds__(128, 3)
 paged_decode_cluster(const unsigned short* __restrict__ Q, const int* __restrict__ QOFF,
                      const int* __restrict__ QCNT, const unsigned short* __restrict__ KP,
                      const unsigned short* __restrict__ VP, const int* __restrict__ PAGES,
-                     const int* __restrict__ PLEN, unsigned short* __restrict__ O, int n_list, int stages,
-                     float qk_scale, int pdl) {
+                     const int* __restrict__ PLEN, unsigned short* __restrict__ O, const int* __restrict__ HOT,
+                     int n_list, int stages, float qk_scale, int pdl, int early) {
     extern __shared__ __align__(128) unsigned char smem[];
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     u32 rank, ncta, row;
@@ -233,16 +237,23 @@ paged_decode_cluster(const unsigned short* __restrict__ Q, const int* __restrict
     s.ring_u32 = smem_u32(smem);
     s.bars = s.ring_u32 + stages * STAGE_BYTES;
     s.pbuf = (float*)(smem + stages * STAGE_BYTES + 64);
-    s.wacc = s.pbuf + NWARP * 16 * GQM;
+    /* the partials live in the ring's first buffer: no copy is in flight once the page loop is over, and 10 KB less
+       per CTA lets a third CTA (the next launch's, started early) share an SM with two of this launch's */
+    s.wacc = (float*)smem;
     s.wml = s.wacc + NWARP * GQM * D;
     s.cacc = s.wml + NWARP * GQM * 2;
     s.cml = s.cacc + GQM * D;
-    s.pid = (int*)(s.cml + GQM * 2);
+    s.pid = (int*)(s.pbuf + NWARP * 16 * GQM);
     s.ntok = s.pid + 32 * MAXE;
     s.count = s.ntok + 32 * MAXE;
-    if (pdl) {  /* launched early: wait for the predecessor's results before any load */
+    /* the row tables are never the launch before's to write: read before any wait, and the row's queries
+       requested into L2 (a hint: the loads that use them come after the wait, so they see its writes) */
+    const int q0 = QOFF[row], gq = QCNT[row];
+    if (pdl && warp == 1 && lane < 2 * gq)  /* (warp 0 goes on to the page ids without waiting for q0) */
+        asm volatile("prefetch.global.L2 [%0];" :: "l"(Q + (long long)(q0 + (lane >> 1)) * D + (lane & 1) * 64));
+    if (pdl && !early) {  /* launched early: wait for the predecessor's results before any other load */
         asm volatile("griddepcontrol.wait;" ::: "memory");
-        if (pdl == 1) asm volatile("griddepcontrol.launch_dependents;" ::: "memory");  /* 2: after the pages */
+        if (pdl == 1) asm volatile("griddepcontrol.launch_dependents;" ::: "memory");  /* 2, 3: later */
     }
     if (tid == 0) {
         for (int i = 0; i < stages; i++)
@@ -277,17 +288,29 @@ paged_decode_cluster(const unsigned short* __restrict__ Q, const int* __restrict
     }
     __syncthreads();
     const int n = *s.count;
+    int nf = 0;  /* pages fetched before the wait (thread 0) */
+    if (early) {  /* the lists and every page but the row's HOT one are not the predecessor's to write: the first
+                     pages stream while it finishes; then wait before reading Q and the HOT page */
+        if (tid == 0) {
+            const int hot = HOT[row];
+            for (; nf < stages && nf < n && s.pid[nf] != hot; nf++) {
+                const long long pg = (long long)s.pid[nf] * (PAGE * D);
+                fetch_page(s.bars + 8 * nf, s.ring_u32 + nf * STAGE_BYTES, KP + pg, VP + pg);
+            }
+        }
+        asm volatile("griddepcontrol.wait;" ::: "memory");
+        if (pdl == 1) asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+    }
     if (tid == 0) {
-        for (int i = 0; i < stages && i < n; i++) {
+        for (int i = nf; i < stages && i < n; i++) {
             const long long pg = (long long)s.pid[i] * (PAGE * D);
             fetch_page(s.bars + 8 * i, s.ring_u32 + i * STAGE_BYTES, KP + pg, VP + pg);
         }
     }
-    const int q0 = QOFF[row], gq = QCNT[row];
     if (gq == 1)
-        attend<1>(s, Q, q0, gq, KP, VP, n, stages, qk_scale);
+        attend<1>(s, Q, q0, gq, KP, VP, n, stages, qk_scale, pdl == 3);
     else
-        attend<GQM>(s, Q, q0, gq, KP, VP, n, stages, qk_scale);
+        attend<GQM>(s, Q, q0, gq, KP, VP, n, stages, qk_scale, pdl == 3);
     if (pdl == 2) asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
     __syncthreads();
     /* the CTA's partial: thread tid = channel, the warps merged */
@@ -336,9 +359,10 @@ paged_decode_cluster(const unsigned short* __restrict__ Q, const int* __restrict
 }
 """
 
-# the kernel's shared memory past its ring (see `Smem` in SOURCE): 8 mbarriers, pbuf, wacc, wml, cacc, cml, the page
-# ids and token counts of 256 entries, the count
-SMEM_EXTRA = 64 + 4 * (4 * 16 * GQ_MAX + 4 * GQ_MAX * D + 4 * GQ_MAX * 2 + GQ_MAX * D + GQ_MAX * 2) + 4 * (2 * 256 + 1)
+# the kernel's shared memory past its ring (see `Smem` in SOURCE): 8 mbarriers, pbuf, the page ids and token counts
+# of 256 entries, the count (the partials wacc, wml, cacc, cml reuse the ring: ALIASED bytes <= one page's buffer)
+SMEM_EXTRA = 64 + 4 * 4 * 16 * GQ_MAX + 4 * (2 * 256 + 1)
+ALIASED = 4 * (4 * GQ_MAX * D + 4 * GQ_MAX * 2 + GQ_MAX * D + GQ_MAX * 2)
 
 
 def smem_bytes(stages: int) -> int:
@@ -404,9 +428,12 @@ class _LaunchConfig(ctypes.Structure):  # CUlaunchConfig
 
 
 _ATTR_CLUSTER, _ATTR_PDL, _FUNC_MAX_DYN_SMEM = 4, 6, 8
-# with PDL, where a launch lets its successor launch: "start" or "pages_done" (after its page loop; H100, LServe at
-# 128K, batch 1: reuse step 16.6 against 17.0 us, docs/benchmarks/attention.md run 17)
-PDL_TRIGGER = "pages_done"
+# with PDL, where a launch lets its successor launch: "start", "pages_done" (after its page loop) or "fetches_done"
+# (once each CTA has requested its last page). H100, LServe at 128K, batch 1 (docs/benchmarks/attention.md): run 17,
+# reuse step 16.6 us after the pages against 17.0 at the start; run 18, with the pages started early (early_hot),
+# selector step 29.1-29.2 us against 30.8 after the pages, reuse step 15.5 against 16.7 at 3 stages
+PDL_TRIGGERS = {"start": 1, "pages_done": 2, "fetches_done": 3}
+PDL_TRIGGER = "fetches_done"
 
 
 def _check(res: int, what: str) -> None:
@@ -454,18 +481,31 @@ def supports(q, k_pool, n_queries: int, n_splits: int, n_list: int, stages: int)
 
 def cluster_paged_attention(q_flat, q_off, q_cnt, k_pool, v_pool, pages, page_len, scaling: float, out_flat,
                             n_splits: int, stages: int = 3, pdl: tuple = (False, False),
-                            n_queries: int = GQ_MAX) -> None:
+                            n_queries: int = GQ_MAX, early_hot=None) -> None:
     """out_flat[q_off[r] + g] = attention of q_flat[q_off[r] + g] (g < q_cnt[r]) over row r's listed pages.
 
     q_flat / out_flat [T, 128] bf16; q_off / q_cnt [rows] int32; k_pool / v_pool [P, 64, 128] bf16 contiguous;
     pages / page_len [rows, NP] int32 (page id, -1 = none; tokens valid in the page). A row's splits are the
     n_splits CTAs of one cluster (split s reads entries s, s + n_splits, ...); stages: pages in flight per CTA;
-    pdl: (run the grid-dependency ops, launch as a programmatic dependent), triton_decode.use_pdl's pair."""
+    pdl: (run the grid-dependency ops, launch as a programmatic dependent), triton_decode.use_pdl's pair.
+    early_hot: None, or [rows] int32 pool page ids (-1 = none), with pdl: each CTA loads its list and starts its
+    first `stages` pages before the grid-dependency wait, in list order up to the row's early_hot page, so they
+    stream while the launch before finishes; Q and the early_hot page are read after it. Valid only where the
+    launch before writes neither the lists nor any listed page but early_hot (e.g. an LServe reuse step: the lists
+    come from an earlier selection, and an append writes only each row's newest page)."""
     why = supports(q_flat, k_pool, n_queries, n_splits, pages.shape[-1], stages)
     if why:
         raise ValueError(f"cluster_paged_attention: {why}")
+    if early_hot is not None:
+        if not pdl[0]:
+            raise ValueError("cluster_paged_attention: early_hot (pages fetched before the grid-dependency wait) "
+                             "needs pdl")
+        if early_hot.dtype != torch.int32 or early_hot.numel() != pages.shape[0]:
+            raise ValueError(f"cluster_paged_attention: early_hot must be int32 with one entry per row "
+                             f"({pages.shape[0]}), got {early_hot.dtype} x {early_hot.numel()}")
+    hot = early_hot if early_hot is not None else pages  # (not read without early_hot)
     for name, t in (("k_pool", k_pool), ("v_pool", v_pool), ("q", q_flat), ("out", out_flat), ("pages", pages),
-                    ("page_len", page_len)):
+                    ("page_len", page_len), ("early_hot", hot)):
         if not t.is_contiguous():
             raise ValueError(f"cluster_paged_attention: {name} must be contiguous")
     rows, n_list = pages.shape
@@ -480,8 +520,9 @@ def cluster_paged_attention(q_flat, q_off, q_cnt, k_pool, v_pool, pages, page_le
                         ctypes.c_void_p(torch.cuda.current_stream(q_flat.device).cuda_stream), attrs,
                         2 if pdl[1] else 1)
     vals = [ctypes.c_void_p(t.data_ptr()) for t in (q_flat, q_off, q_cnt, k_pool, v_pool, pages, page_len,
-                                                     out_flat)]
+                                                     out_flat, hot)]
     vals += [ctypes.c_int(n_list), ctypes.c_int(stages), ctypes.c_float(scaling * 1.4426950408889634),
-             ctypes.c_int(0 if not pdl[0] else 1 if PDL_TRIGGER == "start" else 2)]
+             ctypes.c_int(PDL_TRIGGERS[PDL_TRIGGER] if pdl[0] else 0),
+             ctypes.c_int(early_hot is not None)]
     params = (ctypes.c_void_p * len(vals))(*[ctypes.cast(ctypes.byref(v), ctypes.c_void_p) for v in vals])
     _check(cu.cuLaunchKernelEx(ctypes.byref(cfg), fn, params, None), "cuLaunchKernelEx")

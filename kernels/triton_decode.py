@@ -281,7 +281,7 @@ def paged_attention(q_rows, k_pool, v_pool, pages, page_len, scaling: float, pos
                     pages_per_split: int | None = None, num_warps: int = 4, num_stages: int = 2, out=None,
                     fuse_combine: bool = True, pdl: bool = False, pages_per_iter: int = 1,
                     split_first: bool = False, row_queries=None, strided: bool = True, short_rows=None,
-                    impl: str = "triton"):
+                    impl: str = "triton", early_kv=None):
     """q_rows [B, R, GQ, D] against the listed pages -> out [B, R, GQ, D] (q's dtype).
     pdl: programmatic dependent launch (see `use_pdl`). pages_per_iter: pages read as
     one tile per loop iteration (raised to reach 16 token rows); split_first: launch order of the programs.
@@ -301,7 +301,10 @@ def paged_attention(q_rows, k_pool, v_pool, pages, page_len, scaling: float, pos
     doubling some SMs up with empty or short programs).
     impl: "triton" (this module's kernel) or "cuda_cluster" (kernels/cuda_decode.py: a row's splits are one
     thread-block cluster and meet in distributed shared memory; Hopper, bf16, pages of 64, head dim 128, <= 8
-    splits, interleaved pages, num_stages pages in flight per split; no pos_filter, split_first or short_rows)."""
+    splits, interleaved pages, num_stages pages in flight per split; no pos_filter, split_first or short_rows).
+    early_kv: [B, R] int32 pool page id per row (-1 = none), cuda_cluster with pdl only: each split starts its first
+    pages before the grid-dependency wait, all but the row's early_kv page (the one the launch before may write, e.g.
+    by an append); the lists must not be the launch before's to write (`cuda_decode.cluster_paged_attention`)."""
     if row_queries is not None:
         q_off, q_cnt, GQ = row_queries
         B, R = pages.shape[:2]
@@ -333,9 +336,11 @@ def paged_attention(q_rows, k_pool, v_pool, pages, page_len, scaling: float, pos
     if impl == "cuda_cluster":
         return _cluster_paged(q, q_off, q_cnt, GQ, row_queries is not None, k_pool, v_pool, pages, page_len,
                               scaling, out, n_splits, num_warps, num_stages, pdl, pos_filter, split_first, strided,
-                              short_rows)
+                              short_rows, early_kv)
     if impl != "triton":
         raise ValueError(f"impl={impl!r}: allowed 'triton', 'cuda_cluster'")
+    if early_kv is not None:
+        raise ValueError("early_kv (pages fetched before the grid-dependency wait) needs impl='cuda_cluster'")
     R_long, short_splits, n_long_programs = R, n_splits, 0
     if short_rows is not None:
         R_long, short_pages = short_rows
@@ -382,7 +387,7 @@ _ROW_TABLES: dict = {}
 
 
 def _cluster_paged(q, q_off, q_cnt, GQ, has_row_q, k_pool, v_pool, pages, page_len, scaling, out, n_splits,
-                   num_warps, num_stages, pdl, pos_filter, split_first, strided, short_rows):
+                   num_warps, num_stages, pdl, pos_filter, split_first, strided, short_rows, early_kv):
     """paged_attention(impl="cuda_cluster"): the launch options checked, then one cluster launch."""
     from sparsebench.kernels import cuda_decode
 
@@ -402,7 +407,9 @@ def _cluster_paged(q, q_off, q_cnt, GQ, has_row_q, k_pool, v_pool, pages, page_l
         out = torch.empty_like(q)  # q_rows' shape, with or without row_queries
     cuda_decode.cluster_paged_attention(q.view(-1, D), q_off.reshape(-1), q_cnt.reshape(-1), k_pool, v_pool, pages,
                                         page_len, scaling, out.view(-1, D), n_splits, num_stages,
-                                        use_pdl(q.device, pdl), n_queries=GQ)
+                                        use_pdl(q.device, pdl), n_queries=GQ,
+                                        early_hot=None if early_kv is None else
+                                        early_kv.reshape(-1).to(torch.int32).contiguous())
     return out
 
 
@@ -410,18 +417,24 @@ def _cluster_paged(q, q_off, q_cnt, GQ, has_row_q, k_pool, v_pool, pages, page_l
 @triton.jit
 def _page_scores_block(Q, KMIN, KMAX, LP, OUT, row, pb, n_phys, n_lp_rows,
                        GQ: tl.constexpr, GQP: tl.constexpr, D: tl.constexpr, LPP: tl.constexpr,
-                       BLOCK_P: tl.constexpr, REDUCE: tl.constexpr, DOT_F32: tl.constexpr):
+                       BLOCK_P: tl.constexpr, REDUCE: tl.constexpr, DOT_F32: tl.constexpr,
+                       EARLY_PDL: tl.constexpr = False):
     """Scores of physical pages [pb * BLOCK_P, +BLOCK_P) of `row` into OUT: one row per query head (REDUCE 0,
-    the summaries read once for all of them), or the max (1) / sum (2) over the row's query heads."""
+    the summaries read once for all of them), or the max (1) / sum (2) over the row's query heads.
+    EARLY_PDL: the logical-page rows and summaries are loaded before the grid-dependency wait, Q after it."""
     offs_g = tl.arange(0, GQP)
     offs_d = tl.arange(0, D)
     offs_l = pb * BLOCK_P * LPP + tl.arange(0, BLOCK_P * LPP)  # logical pages of this block
-    q = tl.load(Q + (row * GQ + offs_g[:, None]) * D + offs_d[None, :], mask=offs_g[:, None] < GQ, other=0.0)
+    if not EARLY_PDL:
+        q = tl.load(Q + (row * GQ + offs_g[:, None]) * D + offs_d[None, :], mask=offs_g[:, None] < GQ, other=0.0)
     lp = tl.load(LP + row * n_lp_rows + offs_l, mask=offs_l < n_lp_rows, other=-1)
     ok = lp >= 0
     lpi = tl.where(ok, lp, 0).to(tl.int64)
     kmax = tl.load(KMAX + lpi[:, None] * D + offs_d[None, :], mask=ok[:, None], other=0.0)
     kmin = tl.load(KMIN + lpi[:, None] * D + offs_d[None, :], mask=ok[:, None], other=0.0)
+    if EARLY_PDL:
+        _pdl_enter(True)
+        q = tl.load(Q + (row * GQ + offs_g[:, None]) * D + offs_d[None, :], mask=offs_g[:, None] < GQ, other=0.0)
     # U = sum_i relu(q_i) * max_i + min(q_i, 0) * min_i  (Quest's bound, no 1/sqrt(d)). bf16 / fp16 products are
     # exact in the fp32 accumulator, so the half-precision dot gives the fp32 bound; fp32 stores use IEEE fp32.
     if DOT_F32:
@@ -451,17 +464,21 @@ def _page_scores_block(Q, KMIN, KMAX, LP, OUT, row, pb, n_phys, n_lp_rows,
 @triton.jit
 def _page_scores_kernel(Q, KMIN, KMAX, LP, OUT, n_phys, n_lp_rows,
                         GQ: tl.constexpr, GQP: tl.constexpr, D: tl.constexpr, LPP: tl.constexpr,
-                        BLOCK_P: tl.constexpr, REDUCE: tl.constexpr, DOT_F32: tl.constexpr, PDL: tl.constexpr):
-    _pdl_enter(PDL)
+                        BLOCK_P: tl.constexpr, REDUCE: tl.constexpr, DOT_F32: tl.constexpr, PDL: tl.constexpr,
+                        EARLY: tl.constexpr):
+    if not EARLY:
+        _pdl_enter(PDL)
     _page_scores_block(Q, KMIN, KMAX, LP, OUT, tl.program_id(0), tl.program_id(1), n_phys, n_lp_rows,
-                       GQ, GQP, D, LPP, BLOCK_P, REDUCE, DOT_F32)
+                       GQ, GQP, D, LPP, BLOCK_P, REDUCE, DOT_F32, EARLY_PDL=EARLY)
 
 
 def page_scores_triton(q_rows, kmin_flat, kmax_flat, lp_rows, logical_per_page: int, reduce: str = "max",
-                       block_p: int = 16, out=None, num_warps: int = 4, pdl: bool = False):
+                       block_p: int = 16, out=None, num_warps: int = 4, pdl: bool = False, early: bool = False):
     """Physical-page scores (fp32, -inf for empty pages): [B, R, NP] for reduce max / sum over each row's
     GQ query heads, or [B, R, GQ, NP] for reduce "none" (one row per query head, summaries read once);
-    `out` may be any contiguous fp32 tensor of that many elements.
+    `out` may be any contiguous fp32 tensor of that many elements. early (with pdl=True): the summaries and
+    logical-page rows are read before the grid-dependency wait, so they stream while the launch before finishes;
+    they must not be its to write (a model's summary update for the new token comes earlier), Q is read after.
 
     q_rows [B, R, GQ, D]; kmin_flat / kmax_flat [n_logical_rows_total, D]; lp_rows [B, R, NP * LPP] int32
     flat logical-page rows (-1 = empty)."""
@@ -478,7 +495,7 @@ def page_scores_triton(q_rows, kmin_flat, kmax_flat, lp_rows, logical_per_page: 
         q_rows.contiguous(), kmin_flat, kmax_flat, lp_rows.reshape(B * R, n_lp).to(torch.int32).contiguous(), out,
         n_phys, n_lp, GQ=GQ, GQP=_pow2(GQ), D=D, LPP=logical_per_page, BLOCK_P=block_p, REDUCE=mode,
         DOT_F32=INTERPRET or q_rows.dtype == torch.float32, PDL=(p := use_pdl(q_rows.device, pdl))[0],
-        num_warps=num_warps, launch_pdl=p[1])
+        EARLY=early and p[0], num_warps=num_warps, launch_pdl=p[1])
     return out
 
 
@@ -594,16 +611,19 @@ def top_pages(scores, n_pages, base, k_sel: int, out, rows_per_batch: int | None
 def select_pages(q_rows, kmin_flat, kmax_flat, lp_rows, logical_per_page: int, reduce: str, n_pages, base,
                  k_sel: int, out, rows_per_batch: int | None = None, out_rows_per_batch: int | None = None,
                  block_p: int = 8, num_warps: int = 2, top_warps: int = 8, scores=None, pdl=False,
-                 top_search: str = "bisect", top_pdl=None):
+                 top_search: str = "bisect", top_pdl=None, scores_early: bool = False):
     """A decode step's page selection: `page_scores_triton` into `scores` (fp32 scratch of the score rows), then
     `top_pages` over its score rows (two launches; defaults = the fastest in the H100 sweep at 128K, batch 1
     and 8). pdl applies to both launches; top_pdl (default: pdl) to the top-k alone, which then waits on the page
     scores as a PDL dependent (True) or lets its own successor launch early ("trigger"). Score rows are the
-    B * R rows (reduce max / sum) or the B * R * GQ query heads (reduce "none"); n_pages / base [score rows]."""
+    B * R rows (reduce max / sum) or the B * R * GQ query heads (reduce "none"); n_pages / base [score rows].
+    scores_early: the page scores launched as a PDL dependent that reads the summaries before its dependency wait
+    (`page_scores_triton`'s early)."""
     if top_pdl is None:
         top_pdl = pdl
+    s_pdl = True if scores_early else "trigger" if top_pdl and pdl is False else pdl
     scores = page_scores_triton(q_rows, kmin_flat, kmax_flat, lp_rows, logical_per_page, reduce, block_p, scores,
-                                num_warps, "trigger" if top_pdl and pdl is False else pdl)
+                                num_warps, s_pdl, early=scores_early)
     return top_pages(scores.view(-1, scores.shape[-1]), n_pages, base, k_sel, out, rows_per_batch,
                      out_rows_per_batch, num_warps=top_warps, pdl=top_pdl, search=top_search)
 

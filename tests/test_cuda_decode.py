@@ -73,6 +73,30 @@ def test_decode_config_flag_c_selects_the_cluster_kernel():
 
     paged, select = decode_launch_opts("4x2x8ipdc")
     assert paged == {"num_warps": 4, "num_stages": 2, "split_first": False, "strided": True, "short": False,
-                     "static_pdl": True, "pages_per_split": 8, "impl": "cuda_cluster"}
+                     "static_pdl": True, "early": False, "pages_per_split": 8, "impl": "cuda_cluster"}
     assert select == {"top_pdl": True}
     assert "impl" not in decode_launch_opts("4x3x8sirpd")[0]
+    paged, select = decode_launch_opts("4x2x8ipfdec")
+    assert paged["early"] and paged["fresh_pdl"] and paged["impl"] == "cuda_cluster"
+    assert select == {"top_pdl": True, "scores_early": True}
+
+
+def test_early_pages_options_reach_the_launch_only_where_they_apply(monkeypatch):
+    from sparsebench.kernels import bench_steps as bs
+
+    ids = torch.tensor([[[5, 9, 7, -1], [3, -1, -1, -1], [-1, -1, -1, -1]]], dtype=torch.int32)
+    plen = torch.tensor([[[64, 64, 10, 0], [64, 0, 0, 0], [0, 0, 0, 0]]], dtype=torch.int32)
+    assert bs.newest_pages(ids, plen).tolist() == [[7, 3, -1]]
+    newest = bs.newest_pages(ids, plen)
+    monkeypatch.setattr(bs, "PAGED_OPTS", {"static_pdl": True, "early": True, "fresh_pdl": True})
+    assert bs._paged_opts(newest=newest)["early_kv"] is newest  # static lists: a PDL dependent, pages early
+    fresh = bs._paged_opts(fresh_lists=True, newest=newest)  # after a selection: a dependent, no page early
+    assert fresh == {"pdl": True}
+    monkeypatch.setattr(bs, "PAGED_OPTS", {"early": True})
+    assert bs._paged_opts(newest=newest) == {}  # no PDL: nothing to start before
+
+
+def test_early_pages_need_the_cluster_kernel():
+    q, kp, pages, plen = _inputs()
+    with pytest.raises(ValueError, match="early_kv"):
+        paged_attention(q, kp, kp, pages, plen, 0.1, early_kv=pages[..., 0])

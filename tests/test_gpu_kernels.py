@@ -283,6 +283,36 @@ def test_cluster_paged_decode_matches_reference():
     graph.replay()
     torch.cuda.synchronize()
     assert torch.equal(out, first)
+    # pages started before the dependency wait (early_kv): each row gets its own newest page (pool pages P.. P+rows),
+    # which a kernel rewrites right before the launch in a graph; the launch must read the new contents (it reads
+    # that page after the wait), and a second early launch, a PDL dependent of the first, gives the same bits
+    rows = B * R
+    hot = (P + torch.arange(rows, device="cuda", dtype=torch.int32)).view(B, R)
+    pages_h = torch.cat([pages, hot.unsqueeze(-1)], -1).contiguous()
+    plen_h = torch.cat([plen, torch.full((B, R, 1), page, device="cuda", dtype=plen.dtype)], -1).contiguous()
+    kx = torch.cat([kp, torch.zeros(rows, page, D, device="cuda", dtype=kp.dtype)])
+    vx = torch.cat([vp, torch.zeros(rows, page, D, device="cuda", dtype=vp.dtype)])
+    new_k = torch.randn(rows, page, D, device="cuda", dtype=kp.dtype, generator=g)
+    new_v = torch.randn(rows, page, D, device="cuda", dtype=kp.dtype, generator=g)
+    ref_h = _ref_paged(q.view(T, D), q_off.flatten(), q_cnt.flatten(), torch.cat([kp, new_k]), torch.cat([vp, new_v]),
+                       pages_h.view(-1, NP + 1), plen_h.view(-1, NP + 1), 0.1)
+    early = [torch.full_like(q, float("nan")) for _ in range(2)]
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        kx.index_copy_(0, hot.flatten().long(), new_k)
+        vx.index_copy_(0, hot.flatten().long(), new_v)
+        for o in early:
+            paged_attention(q, kx, vx, pages_h, plen_h, 0.1, out=o, row_queries=(q_off, q_cnt, 4), pages_per_split=43,
+                            num_stages=2, impl="cuda_cluster", pdl=True, early_kv=hot)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert rel(early[0].view(T, D), ref_h) < 1e-2 and torch.equal(early[0], early[1])
+    plain = paged_attention(q, kx, vx, pages_h, plen_h, 0.1, row_queries=(q_off, q_cnt, 4), pages_per_split=43,
+                            num_stages=2, impl="cuda_cluster")
+    assert torch.equal(plain, early[0])
+    with pytest.raises(ValueError, match="needs pdl"):
+        paged_attention(q, kx, vx, pages_h, plen_h, 0.1, row_queries=(q_off, q_cnt, 4), pages_per_split=43,
+                        impl="cuda_cluster", early_kv=hot)
     # rows of GQ queries each (no row tables) against the Triton kernel
     q4 = torch.randn(B, R, 4, D, device="cuda", dtype=torch.bfloat16, generator=g)
     got = paged_attention(q4, kp, vp, pages, plen, 0.1, pages_per_split=38, impl="cuda_cluster")
@@ -292,6 +322,30 @@ def test_cluster_paged_decode_matches_reference():
                         pos_filter=(kp, 0, pages[..., 0]))
     with pytest.raises(ValueError, match="n_splits"):
         paged_attention(q4, kp, vp, pages, plen, 0.1, pages_per_split=4, impl="cuda_cluster")
+
+
+def test_page_scores_with_summaries_read_before_the_dependency_wait():
+    """page_scores_triton(early=True) as a PDL dependent in a graph: the same bits as an ordinary launch, with Q
+    rewritten by the kernel before it (Q is read after the wait)."""
+    from sparsebench.kernels.triton_decode import page_scores_triton
+
+    g = torch.Generator(device="cuda").manual_seed(4)
+    B, R, G, D, n_lp, lpp = 1, 4, 4, 128, 8192, 4
+    kmin = torch.randn(B * R * n_lp, D, device="cuda", dtype=torch.bfloat16, generator=g)
+    kmax = kmin + torch.rand(B * R * n_lp, D, device="cuda", generator=g).to(torch.bfloat16)
+    lp = (torch.arange(B * R, device="cuda").view(B, R, 1) * n_lp + torch.arange(n_lp, device="cuda")).int()
+    q = torch.randn(B, R, G, D, device="cuda", dtype=torch.bfloat16, generator=g)
+    q_new = torch.randn_like(q)
+    want = page_scores_triton(q_new, kmin, kmax, lp, lpp, "none", block_p=8, num_warps=2)
+    out = [torch.full_like(want, float("nan")) for _ in range(2)]
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        q.copy_(q_new)
+        for o in out:
+            page_scores_triton(q, kmin, kmax, lp, lpp, "none", block_p=8, out=o, num_warps=2, pdl=True, early=True)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(out[0], want) and torch.equal(out[1], want)
 
 
 def test_top_pages_at_128k_pages_matches_torch_topk():

@@ -5,7 +5,8 @@ dense math, then timed over rounds in turn with dense SDPA: the reuse cycle per 
 steps) and the attention launch alone.
     OUT=/tmp python3 docs/benchmarks/probe_decode_cluster.py [B1 config ...]   # writes $OUT/cluster$TAG.json
 Environment: BATCHES (default "1,8"); TRIGGER: where a PDL launch of the cluster kernel lets the next launch start
-("start", the default, or "pages_done"); TAG: a suffix for the output file.
+("start", "pages_done" or "fetches_done"; default cuda_decode.PDL_TRIGGER); TAG: a suffix for the output file.
+A config may carry "+key[=value]" launch options (see probe_inputs.lserve_cycles), e.g. 4x2x8ipfdec+trigger=start.
 """
 import json
 import os
@@ -18,7 +19,7 @@ OUT = os.environ.get("OUT", "/tmp")
 CONFIGS = {1: sys.argv[1:] or ["4x3x8sirpd", "4x3x8ipdc", "4x4x8ipdc", "4x2x8ipdc", "4x3x8ipc"],
            8: ["4x3x8sid", "4x3x8idc", "4x4x8idc"]}
 ROUNDS = {1: 3, 8: 2}
-cuda_decode.PDL_TRIGGER = os.environ.get("TRIGGER", "start")
+cuda_decode.PDL_TRIGGER = os.environ.get("TRIGGER", cuda_decode.PDL_TRIGGER)
 res = {"trigger": cuda_decode.PDL_TRIGGER}
 for B in [int(b) for b in os.environ.get("BATCHES", "1,8").split(",")]:
     res[f"B{B}"] = lserve_cycles(B, CONFIGS[B], ROUNDS[B], attention=True)
