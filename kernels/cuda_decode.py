@@ -15,7 +15,9 @@ The kernel (one CTA of 4 warps per split, a row's splits = its cluster's CTAs, `
   the bytes: one thread issues two instructions per page, so no address arithmetic runs per token;
 - a warp takes 16 of a page's 64 tokens: q.k with 8 lanes per token (16 channels each, conflict-free 16-byte
   shared loads), an online softmax per warp, p.v with 4 channels per lane;
-- rows hold 1..4 queries (`row_queries`, as in paged_attention): one path compiled for 1 query, one for 4.
+- rows hold 1..4 queries (`row_queries`, as in paged_attention): one path compiled for 1 query, one for 4;
+- as a PDL dependent it reads the row tables and requests its queries into L2 before the grid-dependency wait, and
+  with `early_hot` (static lists) it also loads its list and starts its first pages there (run 18).
 Shapes and the page layout are paged_attention's; this kernel serves bf16, pages of 64 tokens, head dim 128 only
 (`supports` says why not otherwise). GPU only (Hopper or newer): there is no CPU interpreter for it, so CI compiles
 it through NVRTC (no spills, two CTAs per SM) and tests its argument checks, and the `gpu` tests check its output
