@@ -150,8 +150,8 @@ class LatencyAttention(Task):
                               "as a PDL dependent, 'f' page scores and the attention after them as PDL dependents, "
                               "'d' reuse steps' attention as PDL dependents, 'e' their pages "
                               "started before the dependency wait (with 'd' and 'c'), 'c' the CUDA cluster kernel")
-        bad = [x for x in c.decode_configs if "e" in re.fullmatch(DECODE_CONFIG, str(x)).group(4)
-               and not {"d", "c"} <= set(re.fullmatch(DECODE_CONFIG, str(x)).group(4))]
+        flags = {x: set(re.fullmatch(DECODE_CONFIG, str(x)).group(4)) for x in c.decode_configs}
+        bad = [x for x, f in flags.items() if "e" in f and not {"d", "c"} <= f]
         if bad:
             raise ConfigError("task.decode_configs", bad, "'e' (pages started before the dependency wait) needs 'd' "
                               "(PDL dependents) and 'c' (the cluster kernel)")

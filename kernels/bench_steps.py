@@ -257,9 +257,8 @@ def build_decode_step(policy: str, backend: str, B: int, N: int, Hq: int, Hkv: i
         q_cnt = torch.cat([torch.ones(R * G), torch.full((R,), G)]).to(DEV, torch.int32).expand(B, RO).contiguous()
         out = torch.empty_like(q_rows)
         # each row's newest page: a retrieval row's forced last page, a streaming row's last local page
-        newest = torch.cat([(ret_base.squeeze(-1) + ret.pps - 1).to(torch.int32), newest_pages(ids_buf[:, R * G :],
-                                                                                              len_buf[:, R * G :])], 1)
-        newest = newest.contiguous()
+        newest = torch.cat([(ret_base.squeeze(-1) + ret.pps - 1).to(torch.int32),
+                            newest_pages(ids_buf[:, R * G :], len_buf[:, R * G :])], 1)
 
         n_valid = torch.full((B * R * G,), ret.pps, dtype=torch.int32, device=DEV)
 

@@ -417,24 +417,26 @@ def _cluster_paged(q, q_off, q_cnt, GQ, has_row_q, k_pool, v_pool, pages, page_l
 @triton.jit
 def _page_scores_block(Q, KMIN, KMAX, LP, OUT, row, pb, n_phys, n_lp_rows,
                        GQ: tl.constexpr, GQP: tl.constexpr, D: tl.constexpr, LPP: tl.constexpr,
-                       BLOCK_P: tl.constexpr, REDUCE: tl.constexpr, DOT_F32: tl.constexpr,
-                       EARLY_PDL: tl.constexpr = False):
+                       BLOCK_P: tl.constexpr, REDUCE: tl.constexpr, DOT_F32: tl.constexpr, PDL: tl.constexpr,
+                       EARLY: tl.constexpr):
     """Scores of physical pages [pb * BLOCK_P, +BLOCK_P) of `row` into OUT: one row per query head (REDUCE 0,
     the summaries read once for all of them), or the max (1) / sum (2) over the row's query heads.
-    EARLY_PDL: the logical-page rows and summaries are loaded before the grid-dependency wait, Q after it."""
+    PDL: the grid-dependency ops; EARLY: the logical-page rows and summaries are loaded before the wait, Q after."""
     offs_g = tl.arange(0, GQP)
     offs_d = tl.arange(0, D)
     offs_l = pb * BLOCK_P * LPP + tl.arange(0, BLOCK_P * LPP)  # logical pages of this block
-    if not EARLY_PDL:
-        q = tl.load(Q + (row * GQ + offs_g[:, None]) * D + offs_d[None, :], mask=offs_g[:, None] < GQ, other=0.0)
+    q_ptrs = Q + (row * GQ + offs_g[:, None]) * D + offs_d[None, :]
+    if not EARLY:
+        _pdl_enter(PDL)
+        q = tl.load(q_ptrs, mask=offs_g[:, None] < GQ, other=0.0)
     lp = tl.load(LP + row * n_lp_rows + offs_l, mask=offs_l < n_lp_rows, other=-1)
     ok = lp >= 0
     lpi = tl.where(ok, lp, 0).to(tl.int64)
     kmax = tl.load(KMAX + lpi[:, None] * D + offs_d[None, :], mask=ok[:, None], other=0.0)
     kmin = tl.load(KMIN + lpi[:, None] * D + offs_d[None, :], mask=ok[:, None], other=0.0)
-    if EARLY_PDL:
-        _pdl_enter(True)
-        q = tl.load(Q + (row * GQ + offs_g[:, None]) * D + offs_d[None, :], mask=offs_g[:, None] < GQ, other=0.0)
+    if EARLY:
+        _pdl_enter(PDL)
+        q = tl.load(q_ptrs, mask=offs_g[:, None] < GQ, other=0.0)
     # U = sum_i relu(q_i) * max_i + min(q_i, 0) * min_i  (Quest's bound, no 1/sqrt(d)). bf16 / fp16 products are
     # exact in the fp32 accumulator, so the half-precision dot gives the fp32 bound; fp32 stores use IEEE fp32.
     if DOT_F32:
@@ -466,10 +468,8 @@ def _page_scores_kernel(Q, KMIN, KMAX, LP, OUT, n_phys, n_lp_rows,
                         GQ: tl.constexpr, GQP: tl.constexpr, D: tl.constexpr, LPP: tl.constexpr,
                         BLOCK_P: tl.constexpr, REDUCE: tl.constexpr, DOT_F32: tl.constexpr, PDL: tl.constexpr,
                         EARLY: tl.constexpr):
-    if not EARLY:
-        _pdl_enter(PDL)
     _page_scores_block(Q, KMIN, KMAX, LP, OUT, tl.program_id(0), tl.program_id(1), n_phys, n_lp_rows,
-                       GQ, GQP, D, LPP, BLOCK_P, REDUCE, DOT_F32, EARLY_PDL=EARLY)
+                       GQ, GQP, D, LPP, BLOCK_P, REDUCE, DOT_F32, PDL, EARLY)
 
 
 def page_scores_triton(q_rows, kmin_flat, kmax_flat, lp_rows, logical_per_page: int, reduce: str = "max",
