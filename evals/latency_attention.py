@@ -38,7 +38,7 @@ DECODE_BACKENDS = {"full": ["sdpa", "triton"]}
 
 
 # a decode launch config: warps x stages x pages per split, then flags (see LatencyAttentionConfig.decode_configs)
-DECODE_CONFIG = r"([1-9][0-9]*)x([1-9][0-9]*)x([0-9]+)(s?i?r?p?f?d?e?c?)"
+DECODE_CONFIG = r"([1-9][0-9]*)x([1-9][0-9]*)x([0-9]+)(s?i?r?p?f?d?e?k?a?c?)"
 # a prefill launch config: BLOCK_M x BLOCK_N x warps x stages, then flags; or the Gluon kernel's ws BLOCK_N x stages
 PREFILL_CONFIG = r"([1-9][0-9]*x){3}[1-9][0-9]*t?p?|ws[1-9][0-9]*x[1-9][0-9]*"
 
@@ -74,14 +74,17 @@ class LatencyAttentionConfig(TaskConfig):
     # read before the dependency wait) and the attention after the top-k as PDL dependents too; "d" paged launches whose
     # page lists a selection did not just write (static lists, LServe's reuse steps) as PDL dependents of the launch
     # before them (Hopper), which hides their launch behind its tail; "e" (with "d" and "c") those launches start
-    # their pages, all but each row's newest, before the grid-dependency wait; "c" the CUDA kernel whose splits meet
+    # their pages, all but each row's newest, before the grid-dependency wait; "k" the top-k in CUDA
+    # (kernels/cuda_topk.py: fewer, cheaper threshold passes); "a" (with "k", "f", "e") the top-k publishes each row's
+    # list as it is written (a flag per row, release / acquire) and the attention after it, launched at the top-k's
+    # start, starts that row's pages once it is out; "c" the CUDA kernel whose splits meet
     # in a thread-block cluster (kernels/cuda_decode.py; Hopper, bf16, pages of 64, head dim 128; warps must be 4,
     # and a row's splits <= 8; "s" and "r" do not apply to it)
     decode_configs: List[str] = field(default_factory=lambda: ["4x3x0", "4x3x8", "4x3x8s", "4x3x16s", "4x3x0i",
                                                                "4x3x8si", "4x4x8si", "4x3x8sir", "4x3x8sirp",
                                                                "4x3x8sid", "4x3x8sirpd", "4x2x8ipdc", "4x2x8idc",
                                                                "4x3x8idc", "4x2x8ipfdec", "4x3x8ipfdec",
-                                                               "4x3x8idec"])
+                                                               "4x3x8idec", "4x3x8ipfdekac", "4x2x8ipfdekac"])
     decode_l2: str = "evicted"  # evicted | flushed | warm: L2 state before each timed decode replay (timing.L2_MODES)
     decode_layers: int = 8  # layers (each its own KV) per decode graph; times are per layer
     check_correctness: bool = True
@@ -100,11 +103,13 @@ def decode_launch_opts(conf: str) -> tuple[dict, dict]:
     w, st, pps, flags = re.fullmatch(DECODE_CONFIG, conf).groups()
     paged = {"num_warps": int(w), "num_stages": int(st), "split_first": "s" in flags, "strided": "i" in flags,
              "short": "r" in flags, "static_pdl": "d" in flags, "early": "e" in flags,
+             **({"ready": True} if "a" in flags else {}),
              **({"pages_per_split": int(pps)} if int(pps) else {}),
              **({"impl": "cuda_cluster"} if "c" in flags else {})}
     if "f" in flags:  # the selector step's attention too a PDL dependent (of the top-k)
         paged["fresh_pdl"] = True
-    return paged, {**({"top_pdl": True} if "p" in flags else {}), **({"scores_early": True} if "f" in flags else {})}
+    return paged, {**({"top_pdl": True} if "p" in flags else {}), **({"scores_early": True} if "f" in flags else {}),
+                   **({"top_impl": "cuda"} if "k" in flags else {})}
 
 
 def _policy(name: str, c: "LatencyAttentionConfig"):
@@ -149,12 +154,18 @@ class LatencyAttention(Task):
                               "of 's' split-first launch order, 'i' interleaved pages, 'r' short rows, 'p' top-k "
                               "as a PDL dependent, 'f' page scores and the attention after them as PDL dependents, "
                               "'d' reuse steps' attention as PDL dependents, 'e' their pages "
-                              "started before the dependency wait (with 'd' and 'c'), 'c' the CUDA cluster kernel")
+                              "started before the dependency wait (with 'd' and 'c'), 'k' the CUDA top-k, 'a' rows "
+                              "published by the top-k to the attention (with 'k', 'f', 'e'), 'c' the CUDA cluster "
+                              "kernel")
         flags = {x: set(re.fullmatch(DECODE_CONFIG, str(x)).group(4)) for x in c.decode_configs}
         bad = [x for x, f in flags.items() if "e" in f and not {"d", "c"} <= f]
         if bad:
             raise ConfigError("task.decode_configs", bad, "'e' (pages started before the dependency wait) needs 'd' "
                               "(PDL dependents) and 'c' (the cluster kernel)")
+        bad = [x for x, f in flags.items() if "a" in f and not {"k", "f", "e"} <= f]
+        if bad:
+            raise ConfigError("task.decode_configs", bad, "'a' (rows published by the top-k) needs 'k' (the CUDA "
+                              "top-k), 'f' (the attention after it a PDL dependent) and 'e' (pages started early)")
         if c.decode_layers < 1:
             raise ConfigError("task.decode_layers", c.decode_layers, "an integer >= 1")
         if c.prefill_heat_ms < 0:

@@ -50,8 +50,9 @@ def n_selected(p, pages: int) -> int:
 DEV = "cuda"  # the device the steps run on (tests set "cpu" under TRITON_INTERPRET=1)
 PAGED_OPTS: dict = {}  # paged_attention launch options the benchmark sweeps (num_warps, num_stages, pages_per_split,
 # split_first, strided; "short": LServe's streaming rows as short rows; "static_pdl": launches whose page lists are not
-# fresh as PDL dependents; "early": those launches start their pages before the grid-dependency wait; see `_paged_opts`)
-SELECT_OPTS: dict = {}  # select_pages launch options (block_p, num_warps); the defaults unless a probe sets them
+# fresh as PDL dependents; "early": those launches start their pages before the grid-dependency wait; "ready": the
+# launch after a CUDA top-k acquires each row's list as the top-k publishes it; see `_paged_opts`)
+SELECT_OPTS: dict = {}  # select_pages launch options (block_p, num_warps, top_impl, ...); the defaults unless set
 
 
 class Pool:
@@ -86,14 +87,29 @@ class Pool:
             self.v.view(B, H, self.pps * self.page, self.D)[:, :, : self.tokens]
 
 
-def _paged_opts(short_rows=None, fresh_lists: bool = False, newest=None) -> dict:
+def ready_flags() -> bool:
+    """Whether the selector step's top-k publishes its rows and the attention after it acquires them (PAGED_OPTS
+    "ready"): both sides or neither, since a launch that waits on rows no top-k publishes would never start."""
+    if not PAGED_OPTS.get("ready"):
+        return False
+    need = {"fresh_pdl": PAGED_OPTS.get("fresh_pdl"), "early": PAGED_OPTS.get("early"),
+            "impl='cuda_cluster'": PAGED_OPTS.get("impl") == "cuda_cluster",
+            "top_impl='cuda'": SELECT_OPTS.get("top_impl") == "cuda"}
+    if not all(need.values()):
+        raise ValueError(f"ready (rows published by the top-k) needs {', '.join(k for k, v in need.items() if not v)}")
+    return True
+
+
+def _paged_opts(short_rows=None, fresh_lists: bool = False, newest=None, ready=None) -> dict:
     """PAGED_OPTS as paged_attention's keywords: "short" becomes short_rows=short_rows where the step has short
     rows, and is dropped elsewhere; "static_pdl" makes the launch a PDL dependent (pdl=True) where its page lists
     were not just written by a selection (fresh_lists False: static lists, an LServe reuse step). After a selection
     the launch stays ordinary (as a dependent of the top-k it lost in run 12, with the Triton kernel), unless
     "fresh_pdl" (fresh_lists True: a PDL dependent too; run 18, the cluster kernel). "early" (with static_pdl) becomes
     early_kv=newest: each row's newest page ([B, R] pool ids), the one a model's append before the launch writes,
-    is read after the grid-dependency wait and the others may start before it."""
+    is read after the grid-dependency wait and the others may start before it. "ready" (after a selection, with
+    `ready_flags`): ready=ready ([B, R] int32 flags the top-k publishes each row through; static rows 2) and
+    early_kv=newest, so each row's pages start as soon as the top-k has written its list."""
     opts = dict(PAGED_OPTS)
     if opts.pop("short", False) and short_rows is not None:
         opts["short_rows"] = short_rows
@@ -103,6 +119,8 @@ def _paged_opts(short_rows=None, fresh_lists: bool = False, newest=None) -> dict
         opts["pdl"] = True
     if opts.pop("early", False) and not fresh_lists and opts.get("pdl") is True and newest is not None:
         opts["early_kv"] = newest
+    if opts.pop("ready", False) and fresh_lists and ready is not None and ready_flags():
+        opts["ready"], opts["early_kv"] = ready, newest
     return opts
 
 
@@ -263,18 +281,23 @@ def build_decode_step(policy: str, backend: str, B: int, N: int, Hq: int, Hkv: i
         n_valid = torch.full((B * R * G,), ret.pps, dtype=torch.int32, device=DEV)
 
         scores = torch.empty(B * R * G, ret.pps, device=DEV)
+        # with "ready": a flag per row, the retrieval rows' published by the top-k (1) and reset by the attention
+        # that reads them (0); the streaming rows' lists are static (2)
+        ready = torch.zeros(B, RO, dtype=torch.int32, device=DEV)
+        ready[:, R * G :] = 2
 
-        def select():  # per query head: each KV head's summaries read once for its G query heads
+        def select(publish=False):  # per query head: each KV head's summaries read once for its G query heads
             select_pages(q_ret, ret.kmin, ret.kmax, lp_rows, ret.lpp, "none", n_valid, ret_base.reshape(-1), n_sel,
-                         ids_buf, R * G, RO, scores=scores, **SELECT_OPTS)
+                         ids_buf, R * G, RO, scores=scores, ready=ready if publish else None, **SELECT_OPTS)
 
         def attend(fresh_lists=False):  # streaming rows (R * G ..) list st.pps pages: short rows when "short"
             paged_attention(q_rows, pool.k, pool.v, ids_buf, len_buf, scale, out=out, row_queries=(q_off, q_cnt, G),
-                            **_paged_opts(short_rows=(R * G, st.pps), fresh_lists=fresh_lists, newest=newest))
+                            **_paged_opts(short_rows=(R * G, st.pps), fresh_lists=fresh_lists, newest=newest,
+                                          ready=ready))
 
         def step(i):
             if i % reuse == 0:  # the selector runs when the history length is a multiple of 4
-                select()
+                select(publish=ready_flags())  # (each publishing top-k is followed by the attention that acquires)
             attend(fresh_lists=i % reuse == 0)
 
         def check():  # per query head: a streaming head attends over its KV head's row of pages

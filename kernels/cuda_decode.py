@@ -27,12 +27,10 @@ against the reference.
 from __future__ import annotations
 
 import ctypes
-import functools
-import glob
-import os
-import sys
 
 import torch
+
+from sparsebench.kernels import nvrtc
 
 PAGE, D, GQ_MAX, MAX_SPLITS, ENTRIES_PER_CTA = 64, 128, 4, 8, 256
 STAGE_BYTES = 2 * PAGE * D * 2  # K + V of one page, bf16
@@ -99,7 +97,7 @@ struct Smem {
     float* wml;    /* [NWARP][GQM][2] warp (m, l) */
     float* cacc;   /* [GQM][D] the CTA's partial: read by rank 0 of the cluster */
     float* cml;    /* [GQM][2] */
-    int* pid; int* ntok; int* count;
+    int* pid; int* ntok; int* count; int* flag;
 };
 
 /* The CTA's compacted pages: G queries per row (compiled for 1 and GQM); q0, gq: the row's queries. */
@@ -227,7 +225,7 @@ paged_decode_cluster(const unsigned short* __restrict__ Q, const int* __restrict
                      const int* __restrict__ QCNT, const unsigned short* __restrict__ KP,
                      const unsigned short* __restrict__ VP, const int* __restrict__ PAGES,
                      const int* __restrict__ PLEN, unsigned short* __restrict__ O, const int* __restrict__ HOT,
-                     int n_list, int stages, float qk_scale, int pdl, int early) {
+                     int* READY, int n_list, int stages, float qk_scale, int pdl, int early) {
     extern __shared__ __align__(128) unsigned char smem[];
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     u32 rank, ncta, row;
@@ -248,6 +246,7 @@ paged_decode_cluster(const unsigned short* __restrict__ Q, const int* __restrict
     s.pid = (int*)(s.pbuf + NWARP * 16 * GQM);
     s.ntok = s.pid + 32 * MAXE;
     s.count = s.ntok + 32 * MAXE;
+    s.flag = s.count + 1;
     /* the row tables are never the launch before's to write: read before any wait, and the row's queries
        requested into L2 (a hint: the loads that use them come after the wait, so they see its writes) */
     const int q0 = QOFF[row], gq = QCNT[row];
@@ -262,6 +261,20 @@ paged_decode_cluster(const unsigned short* __restrict__ Q, const int* __restrict
             asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" :: "r"(s.bars + 8 * i) : "memory");
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
+    int ready = 2;  /* READY[row]: 1 = the row's list was just published by a top-k (consumed here), 2 = static */
+    if (READY) {  /* (with early) a top-k launched before this one writes the row's list, then releases READY[row] */
+        if (tid == 0) {
+            u32 f;
+            long long spins = 0;
+            do {
+                asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(f) : "l"(READY + row) : "memory");
+                if (++spins > (1ll << 24)) __trap();  /* ~seconds: no top-k publishes this row (a broken pairing) */
+            } while (f == 0);
+            *s.flag = (int)f;
+        }
+        __syncthreads();  /* every thread ordered after the acquire */
+        ready = *s.flag;
+    }
     if (warp == 0) {  /* this CTA's list entries rank, rank + ncta, ...: loaded at once, then compacted in order */
         int pid[MAXE], nt[MAXE];
 #pragma unroll
@@ -270,8 +283,8 @@ paged_decode_cluster(const unsigned short* __restrict__ Q, const int* __restrict
             pid[e] = -1;
             nt[e] = 0;
             if (j < n_list) {
-                pid[e] = PAGES[(long long)row * n_list + j];
-                nt[e] = PLEN[(long long)row * n_list + j];
+                pid[e] = __ldcg(PAGES + (long long)row * n_list + j);  /* (through L2: possibly just written) */
+                nt[e] = __ldcg(PLEN + (long long)row * n_list + j);
             }
         }
         int base = 0;
@@ -292,9 +305,11 @@ paged_decode_cluster(const unsigned short* __restrict__ Q, const int* __restrict
     const int n = *s.count;
     int nf = 0;  /* pages fetched before the wait (thread 0) */
     if (early) {  /* the lists and every page but the row's HOT one are not the predecessor's to write: the first
-                     pages stream while it finishes; then wait before reading Q and the HOT page */
+                     pages stream while it finishes; then wait before reading Q and the HOT page. A row published
+                     through READY: every page was written before the top-k that published it ran (it follows the
+                     append), so none is held back */
         if (tid == 0) {
-            const int hot = HOT[row];
+            const int hot = ready == 1 ? -1 : HOT[row];
             for (; nf < stages && nf < n && s.pid[nf] != hot; nf++) {
                 const long long pg = (long long)s.pid[nf] * (PAGE * D);
                 fetch_page(s.bars + 8 * nf, s.ring_u32 + nf * STAGE_BYTES, KP + pg, VP + pg);
@@ -335,6 +350,7 @@ paged_decode_cluster(const unsigned short* __restrict__ Q, const int* __restrict
         }
     }
     cluster_sync();  /* every CTA's partial is written (release / acquire at cluster scope) */
+    if (ready == 1 && rank == 0 && tid == 0) READY[row] = 0;  /* every CTA of the row is past its acquire */
     if (rank == 0) {
         for (int g = 0; g < gq; g++) {
             float mr[8], lr[8], ar[8];
@@ -362,8 +378,8 @@ paged_decode_cluster(const unsigned short* __restrict__ Q, const int* __restrict
 """
 
 # the kernel's shared memory past its ring (see `Smem` in SOURCE): 8 mbarriers, pbuf, the page ids and token counts
-# of 256 entries, the count (the partials wacc, wml, cacc, cml reuse the ring: ALIASED bytes <= one page's buffer)
-SMEM_EXTRA = 64 + 4 * 4 * 16 * GQ_MAX + 4 * (2 * 256 + 1)
+# of 256 entries, the count, the READY flag read (the partials wacc, wml, cacc, cml reuse the ring: ALIASED bytes <= one page's buffer)
+SMEM_EXTRA = 64 + 4 * 4 * 16 * GQ_MAX + 4 * (2 * 256 + 2)
 ALIASED = 4 * (4 * GQ_MAX * D + 4 * GQ_MAX * 2 + GQ_MAX * D + GQ_MAX * 2)
 
 
@@ -371,94 +387,17 @@ def smem_bytes(stages: int) -> int:
     return stages * STAGE_BYTES + SMEM_EXTRA
 
 
-# ------------------------------------------------------------------------------------------------- NVRTC / driver
-def _nvrtc_library() -> ctypes.CDLL:
-    """libnvrtc: torch's (CUDA builds load it), else one under site-packages' nvidia/*/lib, or $SPARSEBENCH_NVRTC."""
-    names = []
-    if os.environ.get("SPARSEBENCH_NVRTC"):
-        names.append(os.environ["SPARSEBENCH_NVRTC"])
-    cuda = getattr(torch.version, "cuda", None)
-    if cuda:
-        names.append(f"libnvrtc.so.{cuda.split('.')[0]}")
-    for p in sys.path:
-        names += sorted(glob.glob(os.path.join(p, "nvidia", "*", "lib", "libnvrtc.so*")))
-    names.append("libnvrtc.so")
-    for name in names:
-        if "builtins" in name or ".alt." in name:
-            continue
-        try:
-            return ctypes.CDLL(name)
-        except OSError:
-            continue
-    raise RuntimeError("cuda_decode needs NVRTC (libnvrtc.so): not found next to torch or under site-packages "
-                       "(set SPARSEBENCH_NVRTC to its path)")
-
-
-@functools.lru_cache(maxsize=None)
 def compile_cubin(arch: str = "sm_90") -> tuple[bytes, str]:
-    """(cubin, ptxas' resource report) of the kernel compiled for `arch` (e.g. sm_90) by NVRTC; raises with
-    NVRTC's log on an error. Needs no GPU."""
-    lib = _nvrtc_library()
-    prog = ctypes.c_void_p()
-    src = SOURCE.encode()
-    if lib.nvrtcCreateProgram(ctypes.byref(prog), src, b"paged_decode_cluster.cu", 0, None, None):
-        raise RuntimeError("nvrtcCreateProgram failed")
-    opts = [f"--gpu-architecture={arch}".encode(), b"-std=c++17", b"--ptxas-options=-v"]
-    arr = (ctypes.c_char_p * len(opts))(*opts)
-    res = lib.nvrtcCompileProgram(prog, len(opts), arr)
-    size = ctypes.c_size_t()
-    lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
-    log = ctypes.create_string_buffer(size.value)
-    lib.nvrtcGetProgramLog(prog, log)
-    if res:
-        lib.nvrtcDestroyProgram(ctypes.byref(prog))
-        raise RuntimeError(f"NVRTC failed to compile the cluster decode kernel for {arch}:\n{log.value.decode()}")
-    lib.nvrtcGetCUBINSize(prog, ctypes.byref(size))
-    cubin = ctypes.create_string_buffer(size.value)
-    lib.nvrtcGetCUBIN(prog, cubin)
-    lib.nvrtcDestroyProgram(ctypes.byref(prog))
-    return cubin.raw, log.value.decode()
+    """(cubin, ptxas' resource report) of the kernel compiled for `arch` by NVRTC (no GPU needed)."""
+    return nvrtc.compile_cubin(SOURCE, arch, "paged_decode_cluster.cu")
 
 
-class _LaunchAttr(ctypes.Structure):  # CUlaunchAttribute: id, padding, a 64-byte value union
-    _fields_ = [("id", ctypes.c_int), ("pad", ctypes.c_char * 4), ("value", ctypes.c_uint * 16)]
-
-
-class _LaunchConfig(ctypes.Structure):  # CUlaunchConfig
-    _fields_ = [("grid", ctypes.c_uint * 3), ("block", ctypes.c_uint * 3), ("smem", ctypes.c_uint),
-                ("stream", ctypes.c_void_p), ("attrs", ctypes.POINTER(_LaunchAttr)), ("n_attrs", ctypes.c_uint)]
-
-
-_ATTR_CLUSTER, _ATTR_PDL, _FUNC_MAX_DYN_SMEM = 4, 6, 8
 # with PDL, where a launch lets its successor launch: "start", "pages_done" (after its page loop) or "fetches_done"
 # (once each CTA has requested its last page). H100, LServe at 128K, batch 1 (docs/benchmarks/attention.md): run 17,
 # reuse step 16.6 us after the pages against 17.0 at the start; run 18, with the pages started early (early_hot),
 # selector step 29.1-29.2 us against 30.8 after the pages, reuse step 15.5 against 16.7 at 3 stages
 PDL_TRIGGERS = {"start": 1, "pages_done": 2, "fetches_done": 3}
 PDL_TRIGGER = "fetches_done"
-
-
-def _check(res: int, what: str) -> None:
-    if res:
-        raise RuntimeError(f"CUDA driver error {res} in {what}")
-
-
-@functools.lru_cache(maxsize=None)
-def _function(device_index: int):
-    """(libcuda, CUfunction, CUmodule: kept alive) of the kernel on a device, its dynamic shared memory limit raised
-    to the device's opt-in maximum."""
-    major, minor = torch.cuda.get_device_capability(device_index)
-    cubin, _ = compile_cubin(f"sm_{major}{minor}")
-    cu = ctypes.CDLL("libcuda.so.1")
-    with torch.cuda.device(device_index):
-        torch.cuda.current_stream().synchronize()  # the device's primary context is current on this thread
-        mod, fn = ctypes.c_void_p(), ctypes.c_void_p()
-        _check(cu.cuModuleLoadData(ctypes.byref(mod), cubin), "cuModuleLoadData")
-        _check(cu.cuModuleGetFunction(ctypes.byref(fn), mod, b"paged_decode_cluster"), "cuModuleGetFunction")
-        optin = torch.cuda.get_device_properties(device_index).shared_memory_per_block_optin
-        _check(cu.cuFuncSetAttribute(fn, _FUNC_MAX_DYN_SMEM, optin), "cuFuncSetAttribute")
-    cu.cuLaunchKernelEx.argtypes = [ctypes.POINTER(_LaunchConfig), ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
-    return cu, fn, mod
 
 
 def supports(q, k_pool, n_queries: int, n_splits: int, n_list: int, stages: int) -> str | None:
@@ -483,7 +422,7 @@ def supports(q, k_pool, n_queries: int, n_splits: int, n_list: int, stages: int)
 
 def cluster_paged_attention(q_flat, q_off, q_cnt, k_pool, v_pool, pages, page_len, scaling: float, out_flat,
                             n_splits: int, stages: int = 3, pdl: tuple = (False, False),
-                            n_queries: int = GQ_MAX, early_hot=None) -> None:
+                            n_queries: int = GQ_MAX, early_hot=None, ready=None) -> None:
     """out_flat[q_off[r] + g] = attention of q_flat[q_off[r] + g] (g < q_cnt[r]) over row r's listed pages.
 
     q_flat / out_flat [T, 128] bf16; q_off / q_cnt [rows] int32; k_pool / v_pool [P, 64, 128] bf16 contiguous;
@@ -494,7 +433,14 @@ def cluster_paged_attention(q_flat, q_off, q_cnt, k_pool, v_pool, pages, page_le
     first `stages` pages before the grid-dependency wait, in list order up to the row's early_hot page, so they
     stream while the launch before finishes; Q and the early_hot page are read after it. Valid only where the
     launch before writes neither the lists nor any listed page but early_hot (e.g. an LServe reuse step: the lists
-    come from an earlier selection, and an append writes only each row's newest page)."""
+    come from an earlier selection, and an append writes only each row's newest page).
+    ready: None, or [rows] int32 flags, with early_hot, for a launch right after the top-k that writes its lists
+    (`cuda_topk.top_pages_cuda(..., ready=)`, which lets this launch start at once): each CTA spins (acquire) until
+    its row's flag is non-zero. 1: the top-k has just published the row's list; every page may start before the
+    wait (the top-k ran after the append), and the launch resets the flag to 0. 2: a static list (read as with
+    early_hot; never reset). The contract: each top-k that publishes is followed by exactly one launch that
+    consumes, before the next top-k (a flag left at 1 would let a later launch read its list before the top-k
+    writes it; no top-k at all traps the kernel after ~seconds of spinning)."""
     why = supports(q_flat, k_pool, n_queries, n_splits, pages.shape[-1], stages)
     if why:
         raise ValueError(f"cluster_paged_attention: {why}")
@@ -505,6 +451,10 @@ def cluster_paged_attention(q_flat, q_off, q_cnt, k_pool, v_pool, pages, page_le
         if early_hot.dtype != torch.int32 or early_hot.numel() != pages.shape[0]:
             raise ValueError(f"cluster_paged_attention: early_hot must be int32 with one entry per row "
                              f"({pages.shape[0]}), got {early_hot.dtype} x {early_hot.numel()}")
+    if ready is not None and (early_hot is None or ready.dtype != torch.int32 or ready.numel() != pages.shape[0]
+                              or not ready.is_contiguous()):
+        raise ValueError(f"cluster_paged_attention: ready must come with early_hot and be contiguous int32 with one "
+                         f"entry per row ({pages.shape[0]}), got {ready.dtype} x {ready.numel()}")
     hot = early_hot if early_hot is not None else pages  # (not read without early_hot)
     for name, t in (("k_pool", k_pool), ("v_pool", v_pool), ("q", q_flat), ("out", out_flat), ("pages", pages),
                     ("page_len", page_len), ("early_hot", hot)):
@@ -512,19 +462,11 @@ def cluster_paged_attention(q_flat, q_off, q_cnt, k_pool, v_pool, pages, page_le
             raise ValueError(f"cluster_paged_attention: {name} must be contiguous")
     rows, n_list = pages.shape
     dev = q_flat.device.index if q_flat.device.index is not None else torch.cuda.current_device()
-    cu, fn, _ = _function(dev)
-    attrs = (_LaunchAttr * 2)()
-    attrs[0].id = _ATTR_CLUSTER
-    attrs[0].value[0], attrs[0].value[1], attrs[0].value[2] = n_splits, 1, 1
-    attrs[1].id = _ATTR_PDL
-    attrs[1].value[0] = 1
-    cfg = _LaunchConfig((rows * n_splits, 1, 1), (128, 1, 1), smem_bytes(stages),
-                        ctypes.c_void_p(torch.cuda.current_stream(q_flat.device).cuda_stream), attrs,
-                        2 if pdl[1] else 1)
     vals = [ctypes.c_void_p(t.data_ptr()) for t in (q_flat, q_off, q_cnt, k_pool, v_pool, pages, page_len,
                                                      out_flat, hot)]
+    vals.append(ctypes.c_void_p(0 if ready is None else ready.data_ptr()))
     vals += [ctypes.c_int(n_list), ctypes.c_int(stages), ctypes.c_float(scaling * 1.4426950408889634),
              ctypes.c_int(PDL_TRIGGERS[PDL_TRIGGER] if pdl[0] else 0),
              ctypes.c_int(early_hot is not None)]
-    params = (ctypes.c_void_p * len(vals))(*[ctypes.cast(ctypes.byref(v), ctypes.c_void_p) for v in vals])
-    _check(cu.cuLaunchKernelEx(ctypes.byref(cfg), fn, params, None), "cuLaunchKernelEx")
+    fn = nvrtc.function(SOURCE, "paged_decode_cluster.cu", "paged_decode_cluster", dev, big_smem=True)
+    nvrtc.launch(fn, q_flat.device, rows * n_splits, 128, smem_bytes(stages), vals, cluster=n_splits, pdl=pdl[1])

@@ -281,7 +281,7 @@ def paged_attention(q_rows, k_pool, v_pool, pages, page_len, scaling: float, pos
                     pages_per_split: int | None = None, num_warps: int = 4, num_stages: int = 2, out=None,
                     fuse_combine: bool = True, pdl: bool = False, pages_per_iter: int = 1,
                     split_first: bool = False, row_queries=None, strided: bool = True, short_rows=None,
-                    impl: str = "triton", early_kv=None):
+                    impl: str = "triton", early_kv=None, ready=None):
     """q_rows [B, R, GQ, D] against the listed pages -> out [B, R, GQ, D] (q's dtype).
     pdl: programmatic dependent launch (see `use_pdl`). pages_per_iter: pages read as
     one tile per loop iteration (raised to reach 16 token rows); split_first: launch order of the programs.
@@ -304,7 +304,10 @@ def paged_attention(q_rows, k_pool, v_pool, pages, page_len, scaling: float, pos
     splits, interleaved pages, num_stages pages in flight per split; no pos_filter, split_first or short_rows).
     early_kv: [B, R] int32 pool page id per row (-1 = none), cuda_cluster with pdl only: each split starts its first
     pages before the grid-dependency wait, all but the row's early_kv page (the one the launch before may write, e.g.
-    by an append); the lists must not be the launch before's to write (`cuda_decode.cluster_paged_attention`)."""
+    by an append); the lists must not be the launch before's to write (`cuda_decode.cluster_paged_attention`).
+    ready: [B, R] int32 per-row flags (cuda_cluster, with early_kv): the launch right after a CUDA top-k that publishes
+    each row's list as it is written (`top_pages(..., ready=)`; static rows hold 2), so a row's pages start as soon
+    as its list is out (`cuda_decode.cluster_paged_attention` gives the contract)."""
     if row_queries is not None:
         q_off, q_cnt, GQ = row_queries
         B, R = pages.shape[:2]
@@ -336,11 +339,11 @@ def paged_attention(q_rows, k_pool, v_pool, pages, page_len, scaling: float, pos
     if impl == "cuda_cluster":
         return _cluster_paged(q, q_off, q_cnt, GQ, row_queries is not None, k_pool, v_pool, pages, page_len,
                               scaling, out, n_splits, num_warps, num_stages, pdl, pos_filter, split_first, strided,
-                              short_rows, early_kv)
+                              short_rows, early_kv, ready)
     if impl != "triton":
         raise ValueError(f"impl={impl!r}: allowed 'triton', 'cuda_cluster'")
-    if early_kv is not None:
-        raise ValueError("early_kv (pages fetched before the grid-dependency wait) needs impl='cuda_cluster'")
+    if early_kv is not None or ready is not None:
+        raise ValueError("early_kv / ready (pages fetched before the grid-dependency wait) need impl='cuda_cluster'")
     R_long, short_splits, n_long_programs = R, n_splits, 0
     if short_rows is not None:
         R_long, short_pages = short_rows
@@ -387,7 +390,7 @@ _ROW_TABLES: dict = {}
 
 
 def _cluster_paged(q, q_off, q_cnt, GQ, has_row_q, k_pool, v_pool, pages, page_len, scaling, out, n_splits,
-                   num_warps, num_stages, pdl, pos_filter, split_first, strided, short_rows, early_kv):
+                   num_warps, num_stages, pdl, pos_filter, split_first, strided, short_rows, early_kv, ready):
     """paged_attention(impl="cuda_cluster"): the launch options checked, then one cluster launch."""
     from sparsebench.kernels import cuda_decode
 
@@ -409,7 +412,8 @@ def _cluster_paged(q, q_off, q_cnt, GQ, has_row_q, k_pool, v_pool, pages, page_l
                                         page_len, scaling, out.view(-1, D), n_splits, num_stages,
                                         use_pdl(q.device, pdl), n_queries=GQ,
                                         early_hot=None if early_kv is None else
-                                        early_kv.reshape(-1).to(torch.int32).contiguous())
+                                        early_kv.reshape(-1).to(torch.int32).contiguous(),
+                                        ready=None if ready is None else ready.view(-1))  # (a view: no copy)
     return out
 
 
@@ -590,16 +594,32 @@ def _top_pages_kernel(SCORES, NPAGES, BASE, OUT, n_cols, k_sel, out_width, rows_
 SEARCHES = {"bisect": 0, "interp": 1}
 
 
+TOP_IMPLS = ("triton", "cuda")
+
+
 def top_pages(scores, n_pages, base, k_sel: int, out, rows_per_batch: int | None = None,
-              out_rows_per_batch: int | None = None, num_warps: int = 4, pdl: bool = False, search: str = "bisect"):
+              out_rows_per_batch: int | None = None, num_warps: int = 4, pdl: bool = False, search: str = "bisect",
+              impl: str = "triton", candidates: int = 3, ready=None):
     """scores [rows, P] fp32; n_pages [rows] valid pages; base [rows] pool id of each row's first page;
     writes the k_sel selected pool page ids (int32, the last page in column k_sel - 1) into row
     (row // rows_per_batch) * out_rows_per_batch + row % rows_per_batch of out (row stride out.stride(-2)).
-    search: how each pass picks its candidate threshold (see `_select_rows`)."""
+    search: how each pass picks its candidate threshold (see `_select_rows`). impl: "triton" (this module's kernel)
+    or "cuda" (kernels/cuda_topk.py: the same selection with fewer, cheaper passes; a GPU, P <= 8192; num_warps and
+    search do not apply to it; candidates: its thresholds counted per pass, 1 / 3 / 7; ready: flags it publishes each
+    row of out through, see `cuda_topk.top_pages_cuda`)."""
     if search not in SEARCHES:
         raise ValueError(f"top_pages: search={search!r}; allowed: {sorted(SEARCHES)}")
+    if impl not in TOP_IMPLS:
+        raise ValueError(f"top_pages: impl={impl!r}; allowed: {TOP_IMPLS}")
     rows, P = scores.shape
     rpb = rows_per_batch or rows
+    if impl == "cuda":
+        from sparsebench.kernels.cuda_topk import top_pages_cuda
+
+        return top_pages_cuda(scores, n_pages, base, k_sel, out, rpb, out_rows_per_batch or rpb,
+                              use_pdl(scores.device, pdl), candidates, ready)
+    if ready is not None:
+        raise ValueError("top_pages: ready (rows published as they are written) needs impl='cuda'")
     _top_pages_kernel[(rows,)](scores, n_pages.to(torch.int32).contiguous(), base.to(torch.int64).contiguous(), out, P,
                                k_sel, out.stride(-2), rpb, out_rows_per_batch or rpb,
                                BLOCK=triton.next_power_of_2(P), SEARCH=SEARCHES[search],
@@ -611,21 +631,23 @@ def top_pages(scores, n_pages, base, k_sel: int, out, rows_per_batch: int | None
 def select_pages(q_rows, kmin_flat, kmax_flat, lp_rows, logical_per_page: int, reduce: str, n_pages, base,
                  k_sel: int, out, rows_per_batch: int | None = None, out_rows_per_batch: int | None = None,
                  block_p: int = 8, num_warps: int = 2, top_warps: int = 8, scores=None, pdl=False,
-                 top_search: str = "bisect", top_pdl=None, scores_early: bool = False):
+                 top_search: str = "bisect", top_pdl=None, scores_early: bool = False, top_impl: str = "triton",
+                 top_candidates: int = 3, ready=None):
     """A decode step's page selection: `page_scores_triton` into `scores` (fp32 scratch of the score rows), then
     `top_pages` over its score rows (two launches; defaults = the fastest in the H100 sweep at 128K, batch 1
     and 8). pdl applies to both launches; top_pdl (default: pdl) to the top-k alone, which then waits on the page
     scores as a PDL dependent (True) or lets its own successor launch early ("trigger"). Score rows are the
     B * R rows (reduce max / sum) or the B * R * GQ query heads (reduce "none"); n_pages / base [score rows].
     scores_early: the page scores launched as a PDL dependent that reads the summaries before its dependency wait
-    (`page_scores_triton`'s early)."""
+    (`page_scores_triton`'s early). top_impl, top_candidates, ready: `top_pages`' impl, candidates, ready."""
     if top_pdl is None:
         top_pdl = pdl
     s_pdl = True if scores_early else "trigger" if top_pdl and pdl is False else pdl
     scores = page_scores_triton(q_rows, kmin_flat, kmax_flat, lp_rows, logical_per_page, reduce, block_p, scores,
                                 num_warps, s_pdl, early=scores_early)
     return top_pages(scores.view(-1, scores.shape[-1]), n_pages, base, k_sel, out, rows_per_batch,
-                     out_rows_per_batch, num_warps=top_warps, pdl=top_pdl, search=top_search)
+                     out_rows_per_batch, num_warps=top_warps, pdl=top_pdl, search=top_search, impl=top_impl,
+                     candidates=top_candidates, ready=ready)
 
 
 # ------------------------------------------------------------------------------------------ gathered tokens

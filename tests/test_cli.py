@@ -90,6 +90,8 @@ BAD = [
     (["task=latency_attention", "task.decode_configs=[4x3x8q]"], "task.decode_configs=['4x3x8q']", "split-first"),
     (["task=latency_attention", "task.decode_configs=[4x2x8ipec]"], "task.decode_configs=['4x2x8ipec']",
      "needs 'd'"),
+    (["task=latency_attention", "task.decode_configs=[4x3x8ipfdeac]"], "task.decode_configs=['4x3x8ipfdeac']",
+     "needs 'k'"),
     (["task=latency_attention", "task.prefill_configs=[128x64x8]"], "task.prefill_configs=['128x64x8']",
      "'t' for TMA loads"),
 ]

@@ -9,13 +9,13 @@ import re
 import pytest
 import torch
 
-from sparsebench.kernels import cuda_decode
+from sparsebench.kernels import cuda_decode, nvrtc
 from sparsebench.kernels.triton_decode import paged_attention
 
 
 def _nvrtc_or_skip():
     try:
-        cuda_decode._nvrtc_library()
+        nvrtc.nvrtc_library()
     except RuntimeError as e:
         pytest.skip(str(e))
 
@@ -100,3 +100,44 @@ def test_early_pages_need_the_cluster_kernel():
     q, kp, pages, plen = _inputs()
     with pytest.raises(ValueError, match="early_kv"):
         paged_attention(q, kp, kp, pages, plen, 0.1, early_kv=pages[..., 0])
+
+
+def test_cuda_top_k_compiles_without_spills_and_reads_its_options():
+    from sparsebench.kernels import cuda_topk
+
+    _nvrtc_or_skip()
+    _, log = cuda_topk.compile_cubin("sm_90")
+    for c in cuda_topk.CANDIDATES:
+        rep = nvrtc.kernel_report(log, f"top_pages_c{c}")
+        assert "0 bytes spill stores" in rep and "0 bytes stack frame" in rep, rep
+        assert int(re.search(r"Used (\d+) registers", rep).group(1)) <= 64, rep  # 1024 threads per CTA fit
+    with pytest.raises(ValueError, match="sm_80"):  # CPU tensors
+        from sparsebench.kernels.triton_decode import top_pages
+
+        top_pages(torch.zeros(2, 16), torch.tensor([16, 16]), torch.tensor([0, 16]), 4,
+                  torch.zeros(2, 4, dtype=torch.int32), impl="cuda")
+    with pytest.raises(ValueError, match="impl='fast'"):
+        top_pages(torch.zeros(2, 16), torch.tensor([16, 16]), torch.tensor([0, 16]), 4,
+                  torch.zeros(2, 4, dtype=torch.int32), impl="fast")
+
+
+def test_decode_config_flags_k_and_a_select_the_cuda_top_k_and_ready_rows(monkeypatch):
+    from sparsebench.evals.latency_attention import decode_launch_opts
+    from sparsebench.kernels import bench_steps as bs
+
+    paged, select = decode_launch_opts("4x3x8ipfdekac")
+    assert paged["ready"] and paged["early"] and paged["fresh_pdl"] and paged["impl"] == "cuda_cluster"
+    assert select == {"top_pdl": True, "scores_early": True, "top_impl": "cuda"}
+    assert decode_launch_opts("4x3x8ipfdekc")[1]["top_impl"] == "cuda"
+    assert "ready" not in decode_launch_opts("4x3x8ipfdekc")[0]
+    monkeypatch.setattr(bs, "PAGED_OPTS", paged)
+    monkeypatch.setattr(bs, "SELECT_OPTS", select)
+    assert bs.ready_flags()
+    newest, ready = torch.zeros(1, 3, dtype=torch.int32), torch.zeros(1, 3, dtype=torch.int32)
+    fresh = bs._paged_opts(fresh_lists=True, newest=newest, ready=ready)
+    assert fresh["ready"] is ready and fresh["early_kv"] is newest and fresh["pdl"] is True
+    static = bs._paged_opts(newest=newest, ready=ready)  # reuse steps: early pages, no flags
+    assert "ready" not in static and static["early_kv"] is newest
+    monkeypatch.setattr(bs, "SELECT_OPTS", {"top_pdl": True})  # a Triton top-k would never publish
+    with pytest.raises(ValueError, match="top_impl='cuda'"):
+        bs.ready_flags()

@@ -373,3 +373,117 @@ def test_top_pages_at_128k_pages_matches_torch_topk():
         want = scores[r, : n - 1].topk(k_sel - 1).indices.sort().values  # distinct random scores: no ties
         assert out[r, :-1].tolist() == (want + base[r]).tolist()
         assert int(out[r, -1]) == int(base[r]) + n - 1
+
+
+def _top_pages_fixture(device):
+    """Score rows with ties (at the cut too), -inf, NaN, many equal values, short histories (test_triton_kernels')."""
+    g = torch.Generator().manual_seed(6)
+    scores = torch.randn(4, 1100, generator=g)
+    scores[1, 5] = scores[1, 9] = 10.0
+    scores[0, 3] = scores[0, 7] = scores[0, 8] = scores[0, 30] = scores[0, 35] = scores[0, 36] = 5.0
+    scores[1, 12] = -float("inf")
+    scores[3] = torch.randint(-3, 3, (1100,), generator=g).float()
+    scores[3, :4] = torch.tensor([-0.0, 0.0, -float("inf"), float("nan")])
+    return scores.to(device), torch.tensor([40, 30, 8, 1100], device=device), \
+        torch.tensor([100, 1000, 5000, 7], device=device)
+
+
+@pytest.mark.parametrize("candidates", [1, 3, 7])
+def test_cuda_top_pages_matches_the_triton_kernel(candidates):
+    """impl="cuda" (kernels/cuda_topk.py) writes exactly what the Triton top-k writes: ties (at the cut too), NaN,
+    -inf, short histories, k_sel 1 / 6 / 60 / 64, rows mapped into a wider output, 2048 pages (128K tokens), odd
+    widths (scalar loads), and as a PDL dependent in a CUDA graph."""
+    from sparsebench.kernels.triton_decode import top_pages
+
+    scores, n_pages, base = _top_pages_fixture("cuda")
+    for k_sel in (1, 6, 60):
+        want = torch.full((4, 70), -7, dtype=torch.int32, device="cuda")
+        got = torch.full_like(want, -7)
+        top_pages(scores, n_pages, base, k_sel, want)
+        top_pages(scores, n_pages, base, k_sel, got, impl="cuda", candidates=candidates)
+        assert torch.equal(got, want), k_sel
+    g = torch.Generator(device="cuda").manual_seed(3)
+    for P in (2048, 1999, 200, 8192):
+        rows = 32
+        sc = torch.randn(rows, P, device="cuda", generator=g)
+        sc[::3] = sc[::3].round()  # many ties
+        sc[1::4] = sc[1::4].abs() * 1e-3 + 7  # a narrow range
+        n_pages = torch.randint(1, P + 1, (rows,), device="cuda", generator=g)
+        base = torch.arange(rows, device="cuda") * 10_000
+        want = torch.full((2, 24, 64), -1, dtype=torch.int32, device="cuda")  # 16 rows per batch row into 24
+        got = torch.full_like(want, -1)
+        top_pages(sc, n_pages, base, 64, want, 16, 24)
+        top_pages(sc, n_pages, base, 64, got, 16, 24, impl="cuda", candidates=candidates)
+        assert torch.equal(got, want), P
+    pdl_out = torch.full_like(got, -1)
+    top_pages(sc, n_pages, base, 64, pdl_out, 16, 24, impl="cuda")  # (the default candidates' kernel loaded)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        top_pages(sc, n_pages, base, 64, pdl_out, 16, 24, pdl="trigger", impl="cuda")
+        top_pages(sc, n_pages, base, 64, pdl_out, 16, 24, pdl=True, impl="cuda", candidates=candidates)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(pdl_out, want)
+    with pytest.raises(ValueError, match="at most 8192"):
+        top_pages(torch.zeros(1, 8193, device="cuda"), n_pages[:1], base[:1], 4, got, impl="cuda")
+    with pytest.raises(ValueError, match="impl='cuda'"):
+        top_pages(sc, n_pages, base, 64, got, 16, 24, ready=torch.zeros(48, dtype=torch.int32, device="cuda"))
+
+
+def test_attention_acquires_rows_the_cuda_top_k_publishes():
+    """top_pages(impl="cuda", ready=flags) then paged_attention(impl="cuda_cluster", pdl=True, early_kv=, ready=)
+    in one CUDA graph, replayed with new scores each time: the attention starts each row's pages once the top-k has
+    published that row, so it must read this replay's lists (every replay selects other pages) and the newest pages
+    a kernel rewrites before the top-k; static rows (flag 2) read as with early_kv; flags end as they began."""
+    from sparsebench.kernels.triton_decode import paged_attention, top_pages
+
+    if torch.cuda.get_device_capability()[0] < 9:
+        pytest.skip("thread-block clusters need Hopper or newer")
+    g = torch.Generator(device="cuda").manual_seed(8)
+    B, R_sel, R_st, P, k_sel, page, D = 2, 6, 2, 1024, 64, 64, 128
+    R = R_sel + R_st
+    n_st = B * R_st * 8  # static rows: 8 pages each, after the selecting rows' streams of P pages
+    kp = torch.randn(B * R_sel * P + n_st, page, D, device="cuda", dtype=torch.bfloat16, generator=g)
+    vp = torch.randn_like(kp)
+    base = torch.arange(B * R_sel, device="cuda") * P  # each selecting row's first stream page
+    n_pages = torch.full((B * R_sel,), P, device="cuda")
+    ids = torch.full((B, R, k_sel), -1, dtype=torch.int32, device="cuda")
+    plen = torch.full((B, R, k_sel), page, dtype=torch.int32, device="cuda")
+    st_ids = (B * R_sel * P + torch.arange(n_st, device="cuda", dtype=torch.int32)).view(B, R_st, 8)
+    ids[:, R_sel:, :8] = st_ids
+    plen[:, R_sel:, 8:] = 0
+    newest = torch.cat([(base.view(B, R_sel) + P - 1).int(), st_ids[..., -1]], 1).contiguous()
+    ready = torch.zeros(B, R, dtype=torch.int32, device="cuda")
+    ready[:, R_sel:] = 2
+    q = torch.randn(B, R, 1, D, device="cuda", dtype=torch.bfloat16, generator=g)
+    scores = torch.empty(B * R_sel, P, device="cuda")
+    new_k = torch.empty(B * R, page, D, device="cuda", dtype=torch.bfloat16)
+    new_v = torch.empty_like(new_k)
+    out = torch.full_like(q, float("nan"))
+    # the kernels' first launches (they load the modules, which a capture does not allow), then the graph
+    top_pages(torch.zeros_like(scores), n_pages, base, k_sel, ids, R_sel, R, impl="cuda")
+    paged_attention(q, kp, vp, ids, plen, 0.1, out=out, pages_per_split=16, num_stages=3, impl="cuda_cluster")
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        kp.index_copy_(0, newest.flatten().long(), new_k)  # the append: each row's newest page
+        vp.index_copy_(0, newest.flatten().long(), new_v)
+        top_pages(scores, n_pages, base, k_sel, ids, R_sel, R, pdl="trigger", impl="cuda", ready=ready)
+        paged_attention(q, kp, vp, ids, plen, 0.1, out=out, pages_per_split=16, num_stages=3, impl="cuda_cluster",
+                        pdl=True, early_kv=newest, ready=ready)
+    for _ in range(3):
+        scores.copy_(torch.randn(B * R_sel, P, device="cuda", generator=g))
+        new_k.copy_(torch.randn(new_k.shape, device="cuda", generator=g))
+        new_v.copy_(torch.randn(new_v.shape, device="cuda", generator=g))
+        out.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        want_ids = torch.full_like(ids, -1)
+        want_ids[:, R_sel:, :8] = st_ids
+        top_pages(scores, n_pages, base, k_sel, want_ids, R_sel, R)
+        assert torch.equal(ids, want_ids)
+        assert ready[:, :R_sel].eq(0).all() and ready[:, R_sel:].eq(2).all()
+        want = paged_attention(q, kp, vp, want_ids, plen, 0.1, pages_per_split=16)
+        assert not torch.isnan(out).any() and rel(out, want) < 1e-2
+    with pytest.raises(ValueError, match="ready must come with early_hot"):
+        paged_attention(q, kp, vp, ids, plen, 0.1, pages_per_split=16, impl="cuda_cluster", pdl=True, ready=ready)
+
