@@ -378,7 +378,8 @@ paged_decode_cluster(const unsigned short* __restrict__ Q, const int* __restrict
 """
 
 # the kernel's shared memory past its ring (see `Smem` in SOURCE): 8 mbarriers, pbuf, the page ids and token counts
-# of 256 entries, the count, the READY flag read (the partials wacc, wml, cacc, cml reuse the ring: ALIASED bytes <= one page's buffer)
+# of 256 entries, the count, the READY flag read (the partials wacc, wml, cacc, cml reuse the ring: ALIASED bytes <=
+# one page's buffer)
 SMEM_EXTRA = 64 + 4 * 4 * 16 * GQ_MAX + 4 * (2 * 256 + 2)
 ALIASED = 4 * (4 * GQ_MAX * D + 4 * GQ_MAX * 2 + GQ_MAX * D + GQ_MAX * 2)
 
@@ -461,12 +462,11 @@ def cluster_paged_attention(q_flat, q_off, q_cnt, k_pool, v_pool, pages, page_le
         if not t.is_contiguous():
             raise ValueError(f"cluster_paged_attention: {name} must be contiguous")
     rows, n_list = pages.shape
-    dev = q_flat.device.index if q_flat.device.index is not None else torch.cuda.current_device()
     vals = [ctypes.c_void_p(t.data_ptr()) for t in (q_flat, q_off, q_cnt, k_pool, v_pool, pages, page_len,
                                                      out_flat, hot)]
     vals.append(ctypes.c_void_p(0 if ready is None else ready.data_ptr()))
     vals += [ctypes.c_int(n_list), ctypes.c_int(stages), ctypes.c_float(scaling * 1.4426950408889634),
              ctypes.c_int(PDL_TRIGGERS[PDL_TRIGGER] if pdl[0] else 0),
              ctypes.c_int(early_hot is not None)]
-    fn = nvrtc.function(SOURCE, "paged_decode_cluster.cu", "paged_decode_cluster", dev, big_smem=True)
+    fn = nvrtc.function(SOURCE, "paged_decode_cluster.cu", "paged_decode_cluster", q_flat.device, big_smem=True)
     nvrtc.launch(fn, q_flat.device, rows * n_splits, 128, smem_bytes(stages), vals, cluster=n_splits, pdl=pdl[1])

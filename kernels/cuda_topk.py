@@ -14,8 +14,8 @@ pass is a barrier and a few reductions, so the passes' latency, not their arithm
 The rule (see `_select_rows` in triton_decode): the k_sel - 1 best pages among all but the last valid page (ties to
 the lower page, NaN and pages past the row's valid ones rank last), in page order, then the last page, as pool ids
 base + page. With `ready`, each row is published (a flag per row, set with a release) once its ids are written, so a
-launch after it can start that row's pages before the whole top-k ends. GPU only (sm_80 or newer); CI compiles it through NVRTC and the `gpu` tests compare it with the Triton
-kernel bit for bit.
+launch after it can start that row's pages before the whole top-k ends. GPU only (sm_80 or newer); CI compiles it
+through NVRTC and the `gpu` tests compare it with the Triton kernel bit for bit.
 """
 
 from __future__ import annotations
@@ -215,15 +215,17 @@ def supports(scores, out, k_sel: int) -> str | None:
 
 
 def top_pages_cuda(scores, n_pages, base, k_sel: int, out, rows_per_batch: int, out_rows_per_batch: int,
-                   pdl: tuple = (False, False), candidates: int = DEFAULT_CANDIDATES, ready=None):
+                   pdl: tuple = (False, False), candidates: int | None = None, ready=None):
     """`triton_decode.top_pages` in one CTA per score row: scores [rows, P] fp32 contiguous, n_pages [rows] int32,
     base [rows] int64, out int32 (row stride out.stride(-2)); pdl: triton_decode.use_pdl's pair (as a dependent
-    it waits for the launch before, then lets its successor launch); candidates: thresholds counted per pass.
+    it waits for the launch before, then lets its successor launch); candidates: thresholds counted per pass
+    (None: DEFAULT_CANDIDATES).
     ready: None, or int32 flags, one per row of out (contiguous): once a row's ids are written, its flag is set to 1
     with a release, for the launch after it to acquire (`cuda_decode.cluster_paged_attention`'s ready)."""
     why = supports(scores, out, k_sel)
     if why:
         raise ValueError(f"top_pages(impl='cuda'): {why}")
+    candidates = DEFAULT_CANDIDATES if candidates is None else candidates
     if candidates not in CANDIDATES:
         raise ValueError(f"top_pages(impl='cuda'): candidates={candidates}; allowed: {CANDIDATES}")
     rows, P = scores.shape
@@ -234,10 +236,9 @@ def top_pages_cuda(scores, n_pages, base, k_sel: int, out, rows_per_batch: int, 
     base = base.to(torch.int64).contiguous()
     threads = max(32, -(-P // (KEYS_PER_THREAD * 32)) * 32)
     vec = P % 4 == 0 and scores.data_ptr() % 16 == 0
-    dev = scores.device.index if scores.device.index is not None else torch.cuda.current_device()
     args = [ctypes.c_void_p(t.data_ptr()) for t in (scores, n_pages, base, out)]
     args += [ctypes.c_int(x) for x in (P, k_sel, out.stride(-2), rows_per_batch, out_rows_per_batch, vec, pdl[0])]
     args.append(ctypes.c_void_p(0 if ready is None else ready.data_ptr()))
-    nvrtc.launch(nvrtc.function(SOURCE, "top_pages.cu", f"top_pages_c{candidates}", dev), scores.device, rows,
-                 threads, 0, args, pdl=pdl[1])
+    nvrtc.launch(nvrtc.function(SOURCE, "top_pages.cu", f"top_pages_c{candidates}", scores.device), scores.device,
+                 rows, threads, 0, args, pdl=pdl[1])
     return out

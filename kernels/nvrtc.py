@@ -109,10 +109,15 @@ def _module(source: str, name: str, device_index: int):
     return cu, mod
 
 
+def function(source: str, name: str, kernel: str, device: torch.device, big_smem: bool = False):
+    """(libcuda, CUfunction) of one kernel of `source` on a CUDA device (loaded on first use); big_smem: its dynamic
+    shared memory limit raised to the device's opt-in maximum (for a kernel with no static shared memory)."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return _function(source, name, kernel, index, big_smem)
+
+
 @functools.lru_cache(maxsize=None)
-def function(source: str, name: str, kernel: str, device_index: int, big_smem: bool = False):
-    """(libcuda, CUfunction) of one kernel of `source` on a device; big_smem: its dynamic shared memory limit raised
-    to the device's opt-in maximum (for a kernel with no static shared memory)."""
+def _function(source: str, name: str, kernel: str, device_index: int, big_smem: bool):
     cu, mod = _module(source, name, device_index)
     fn = ctypes.c_void_p()
     _check(cu.cuModuleGetFunction(ctypes.byref(fn), mod, kernel.encode()), "cuModuleGetFunction")
@@ -124,10 +129,11 @@ def function(source: str, name: str, kernel: str, device_index: int, big_smem: b
 
 def launch(kernel: tuple, device: torch.device, grid: int, block: int, smem: int, args: list,
            cluster: int | None = None, pdl: bool = False) -> None:
-    """Launch `kernel` ((libcuda, CUfunction) from `function`) on the device's current stream: a 1-D grid of
-    `grid` CTAs of `block` threads with `smem` bytes of dynamic shared memory; args: ctypes values in the kernel's
-    parameter order; cluster: CTAs per thread-block cluster (None: launched without clusters); pdl: launched as a programmatic dependent of
-    the launch before it in the stream (it must call griddepcontrol.wait before reading that launch's results)."""
+    """Launch `kernel` ((libcuda, CUfunction) from `function`) on the device's current stream: a 1-D grid of `grid`
+    CTAs of `block` threads with `smem` bytes of dynamic shared memory; args: ctypes values in the kernel's
+    parameter order; cluster: CTAs per thread-block cluster (None: launched without clusters); pdl: launched as a
+    programmatic dependent of the launch before it in the stream (it must call griddepcontrol.wait before reading
+    that launch's results)."""
     cu, fn = kernel
     attrs = (_LaunchAttr * 2)()
     n = 0

@@ -599,14 +599,14 @@ TOP_IMPLS = ("triton", "cuda")
 
 def top_pages(scores, n_pages, base, k_sel: int, out, rows_per_batch: int | None = None,
               out_rows_per_batch: int | None = None, num_warps: int = 4, pdl: bool = False, search: str = "bisect",
-              impl: str = "triton", candidates: int = 3, ready=None):
+              impl: str = "triton", candidates: int | None = None, ready=None):
     """scores [rows, P] fp32; n_pages [rows] valid pages; base [rows] pool id of each row's first page;
     writes the k_sel selected pool page ids (int32, the last page in column k_sel - 1) into row
     (row // rows_per_batch) * out_rows_per_batch + row % rows_per_batch of out (row stride out.stride(-2)).
     search: how each pass picks its candidate threshold (see `_select_rows`). impl: "triton" (this module's kernel)
     or "cuda" (kernels/cuda_topk.py: the same selection with fewer, cheaper passes; a GPU, P <= 8192; num_warps and
-    search do not apply to it; candidates: its thresholds counted per pass, 1 / 3 / 7; ready: flags it publishes each
-    row of out through, see `cuda_topk.top_pages_cuda`)."""
+    search do not apply to it; candidates: its thresholds counted per pass, 1 / 3 / 7, None = its default; ready:
+    flags it publishes each row of out through, see `cuda_topk.top_pages_cuda`)."""
     if search not in SEARCHES:
         raise ValueError(f"top_pages: search={search!r}; allowed: {sorted(SEARCHES)}")
     if impl not in TOP_IMPLS:
@@ -632,7 +632,7 @@ def select_pages(q_rows, kmin_flat, kmax_flat, lp_rows, logical_per_page: int, r
                  k_sel: int, out, rows_per_batch: int | None = None, out_rows_per_batch: int | None = None,
                  block_p: int = 8, num_warps: int = 2, top_warps: int = 8, scores=None, pdl=False,
                  top_search: str = "bisect", top_pdl=None, scores_early: bool = False, top_impl: str = "triton",
-                 top_candidates: int = 3, ready=None):
+                 top_candidates: int | None = None, ready=None):
     """A decode step's page selection: `page_scores_triton` into `scores` (fp32 scratch of the score rows), then
     `top_pages` over its score rows (two launches; defaults = the fastest in the H100 sweep at 128K, batch 1
     and 8). pdl applies to both launches; top_pdl (default: pdl) to the top-k alone, which then waits on the page
