@@ -79,12 +79,13 @@ class LatencyAttentionConfig(TaskConfig):
     # list as it is written (a flag per row, release / acquire) and the attention after it, launched at the top-k's
     # start, starts that row's pages once it is out; "c" the CUDA kernel whose splits meet
     # in a thread-block cluster (kernels/cuda_decode.py; Hopper, bf16, pages of 64, head dim 128; warps must be 4,
-    # and a row's splits <= 8; "s" and "r" do not apply to it)
+    # and a row's splits <= 16, clusters of more than 8 being non-portable; "s" and "r" do not apply to it)
     decode_configs: List[str] = field(default_factory=lambda: ["4x3x0", "4x3x8", "4x3x8s", "4x3x16s", "4x3x0i",
                                                                "4x3x8si", "4x4x8si", "4x3x8sir", "4x3x8sirp",
                                                                "4x3x8sid", "4x3x8sirpd", "4x2x8ipdc", "4x2x8idc",
                                                                "4x3x8idc", "4x2x8ipfdec", "4x3x8ipfdec",
-                                                               "4x3x8idec", "4x3x8ipfdekac", "4x2x8ipfdekac"])
+                                                               "4x3x8idec", "4x3x8ipfdekac", "4x2x8ipfdekac",
+                                                               "4x2x5ipfdekac"])
     decode_l2: str = "evicted"  # evicted | flushed | warm: L2 state before each timed decode replay (timing.L2_MODES)
     decode_layers: int = 8  # layers (each its own KV) per decode graph; times are per layer
     check_correctness: bool = True

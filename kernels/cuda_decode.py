@@ -7,7 +7,8 @@ a row's splits are the CTAs of one cluster (Hopper): each CTA merges its warps i
 barrier orders it, and rank 0 reads the other CTAs' partials through distributed shared memory. Triton 3.6 exposes
 neither clusters' shared memory nor a cluster launch for such a kernel.
 
-The kernel (one CTA of 4 warps per split, a row's splits = its cluster's CTAs, `n_splits` <= 8):
+The kernel (one CTA of 4 warps per split, a row's splits = its cluster's CTAs, `n_splits` <= 16: clusters of more
+than 8 CTAs are non-portable, and an H100 takes up to 16):
 - the CTA's list entries (rank, rank + n_splits, ...) are loaded once and compacted (entries with no page or no
   tokens dropped);
 - each page's K and V (16 KB each: a page of 64 tokens x 128 channels, bf16, contiguous in the pool) come in as two
@@ -32,7 +33,7 @@ import torch
 
 from sparsebench.kernels import nvrtc
 
-PAGE, D, GQ_MAX, MAX_SPLITS, ENTRIES_PER_CTA = 64, 128, 4, 8, 256
+PAGE, D, GQ_MAX, MAX_SPLITS, ENTRIES_PER_CTA = 64, 128, 4, 16, 256
 STAGE_BYTES = 2 * PAGE * D * 2  # K + V of one page, bf16
 
 SOURCE = r"""
@@ -353,22 +354,29 @@ paged_decode_cluster(const unsigned short* __restrict__ Q, const int* __restrict
     if (ready == 1 && rank == 0 && tid == 0) READY[row] = 0;  /* every CTA of the row is past its acquire */
     if (rank == 0) {
         for (int g = 0; g < gq; g++) {
-            float mr[8], lr[8], ar[8];
-            float mm = NEG_INF;
+            float mm = NEG_INF, a = 0.f, ll = 0.f;
+            for (u32 r0 = 0; r0 < ncta; r0 += 8) {  /* 8 ranks at a time (clusters of up to 16) */
+                float mr[8], lr[8], ar[8];
+                float cm = NEG_INF;
 #pragma unroll
-            for (u32 r = 0; r < 8; r++) {  /* all loads issued before the first use */
-                mr[r] = r < ncta ? cluster_ld(s.cml + 2 * g, r) : NEG_INF;
-                lr[r] = r < ncta ? cluster_ld(s.cml + 2 * g + 1, r) : 0.f;
-                ar[r] = r < ncta ? cluster_ld(s.cacc + g * D + tid, r) : 0.f;
-                mm = fmaxf(mm, mr[r]);
-            }
-            const float ms = mm == NEG_INF ? 0.f : mm;
-            float a = 0.f, ll = 0.f;
+                for (u32 r = 0; r < 8; r++) {  /* all loads issued before the first use */
+                    mr[r] = r0 + r < ncta ? cluster_ld(s.cml + 2 * g, r0 + r) : NEG_INF;
+                    lr[r] = r0 + r < ncta ? cluster_ld(s.cml + 2 * g + 1, r0 + r) : 0.f;
+                    ar[r] = r0 + r < ncta ? cluster_ld(s.cacc + g * D + tid, r0 + r) : 0.f;
+                    cm = fmaxf(cm, mr[r]);
+                }
+                const float m_new = fmaxf(mm, cm);
+                const float ms = m_new == NEG_INF ? 0.f : m_new;
+                const float sc = ex2(mm - ms);  /* 0 on the first chunk */
+                a *= sc;
+                ll *= sc;
 #pragma unroll
-            for (u32 r = 0; r < 8; r++) {
-                const float f = ex2(mr[r] - ms);
-                a += f * ar[r];
-                ll += f * lr[r];
+                for (u32 r = 0; r < 8; r++) {
+                    const float f = ex2(mr[r] - ms);
+                    a += f * ar[r];
+                    ll += f * lr[r];
+                }
+                mm = m_new;
             }
             O[(long long)(q0 + g) * D + tid] = to_bf16(ll == 0.f ? 0.f : a / ll);
         }
@@ -468,5 +476,6 @@ def cluster_paged_attention(q_flat, q_off, q_cnt, k_pool, v_pool, pages, page_le
     vals += [ctypes.c_int(n_list), ctypes.c_int(stages), ctypes.c_float(scaling * 1.4426950408889634),
              ctypes.c_int(PDL_TRIGGERS[PDL_TRIGGER] if pdl[0] else 0),
              ctypes.c_int(early_hot is not None)]
-    fn = nvrtc.function(SOURCE, "paged_decode_cluster.cu", "paged_decode_cluster", q_flat.device, big_smem=True)
+    fn = nvrtc.function(SOURCE, "paged_decode_cluster.cu", "paged_decode_cluster", q_flat.device, big_smem=True,
+                        wide_clusters=True)
     nvrtc.launch(fn, q_flat.device, rows * n_splits, 128, smem_bytes(stages), vals, cluster=n_splits, pdl=pdl[1])

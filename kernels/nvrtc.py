@@ -84,7 +84,7 @@ class _LaunchConfig(ctypes.Structure):  # CUlaunchConfig
                 ("stream", ctypes.c_void_p), ("attrs", ctypes.POINTER(_LaunchAttr)), ("n_attrs", ctypes.c_uint)]
 
 
-_ATTR_CLUSTER, _ATTR_PDL, _FUNC_MAX_DYN_SMEM = 4, 6, 8
+_ATTR_CLUSTER, _ATTR_PDL, _FUNC_MAX_DYN_SMEM, _FUNC_WIDE_CLUSTERS = 4, 6, 8, 14
 
 
 def _check(res: int, what: str) -> None:
@@ -109,21 +109,25 @@ def _module(source: str, name: str, device_index: int):
     return cu, mod
 
 
-def function(source: str, name: str, kernel: str, device: torch.device, big_smem: bool = False):
+def function(source: str, name: str, kernel: str, device: torch.device, big_smem: bool = False,
+             wide_clusters: bool = False):
     """(libcuda, CUfunction) of one kernel of `source` on a CUDA device (loaded on first use); big_smem: its dynamic
-    shared memory limit raised to the device's opt-in maximum (for a kernel with no static shared memory)."""
+    shared memory limit raised to the device's opt-in maximum (for a kernel with no static shared memory);
+    wide_clusters: clusters of more than 8 CTAs allowed (non-portable: up to 16 on an H100)."""
     index = device.index if device.index is not None else torch.cuda.current_device()
-    return _function(source, name, kernel, index, big_smem)
+    return _function(source, name, kernel, index, big_smem, wide_clusters)
 
 
 @functools.lru_cache(maxsize=None)
-def _function(source: str, name: str, kernel: str, device_index: int, big_smem: bool):
+def _function(source: str, name: str, kernel: str, device_index: int, big_smem: bool, wide_clusters: bool):
     cu, mod = _module(source, name, device_index)
     fn = ctypes.c_void_p()
     _check(cu.cuModuleGetFunction(ctypes.byref(fn), mod, kernel.encode()), "cuModuleGetFunction")
     if big_smem:
         optin = torch.cuda.get_device_properties(device_index).shared_memory_per_block_optin
         _check(cu.cuFuncSetAttribute(fn, _FUNC_MAX_DYN_SMEM, optin), "cuFuncSetAttribute")
+    if wide_clusters:
+        _check(cu.cuFuncSetAttribute(fn, _FUNC_WIDE_CLUSTERS, 1), "cuFuncSetAttribute")
     return cu, fn
 
 

@@ -300,8 +300,9 @@ def paged_attention(q_rows, k_pool, v_pool, pages, page_len, scaling: float, pos
     LServe's streaming rows: 6 pages beside retrieval rows of 64; the launch then fits one program per SM instead of
     doubling some SMs up with empty or short programs).
     impl: "triton" (this module's kernel) or "cuda_cluster" (kernels/cuda_decode.py: a row's splits are one
-    thread-block cluster and meet in distributed shared memory; Hopper, bf16, pages of 64, head dim 128, <= 8
-    splits, interleaved pages, num_stages pages in flight per split; no pos_filter, split_first or short_rows).
+    thread-block cluster and meet in distributed shared memory; Hopper, bf16, pages of 64, head dim 128, <= 16
+    splits (<= 8 when chosen automatically), interleaved pages, num_stages pages in flight per split; no pos_filter,
+    split_first or short_rows).
     early_kv: [B, R] int32 pool page id per row (-1 = none), cuda_cluster with pdl only: each split starts its first
     pages before the grid-dependency wait, all but the row's early_kv page (the one the launch before may write, e.g.
     by an append); the lists must not be the launch before's to write (`cuda_decode.cluster_paged_attention`).

@@ -229,7 +229,8 @@ def _ref_paged(q_flat, q_off, q_cnt, kp, vp, pages, plen, scale):
 
 def test_cluster_paged_decode_matches_reference():
     """The CUDA kernel whose splits meet in a thread-block cluster (impl="cuda_cluster"): rows of 1 and 4 queries,
-    partial pages whose unwritten rows are NaN, empty entries and empty rows, 1-8 splits, 1-4 stages, PDL in a graph."""
+    partial pages whose unwritten rows are NaN, empty entries and empty rows, 1-16 splits (clusters of more than 8:
+    non-portable), 1-4 stages, PDL in a graph."""
     from sparsebench.kernels.triton_decode import paged_attention
 
     if torch.cuda.get_device_capability()[0] < 9:
@@ -257,7 +258,7 @@ def test_cluster_paged_decode_matches_reference():
     ref = _ref_paged(q.view(T, D), q_off.flatten(), q_cnt.flatten(), kp, vp, pages.view(-1, NP),
                      plen.view(-1, NP), 0.1)
     assert torch.isfinite(ref).all()
-    for pps, stages in ((150, 1), (100, 2), (60, 3), (38, 4), (43, 3)):  # 2, 3, 5, 8, 7 splits
+    for pps, stages in ((150, 1), (100, 2), (60, 3), (38, 4), (23, 2), (19, 2), (43, 3)):  # 2, 3, 5, 8, 14, 16, 7
         out = torch.full_like(q, float("nan"))
         paged_attention(q, kp, vp, pages, plen, 0.1, out=out, row_queries=(q_off, q_cnt, 4), pages_per_split=pps,
                         num_stages=stages, impl="cuda_cluster")
@@ -433,8 +434,8 @@ def test_cuda_top_pages_matches_the_triton_kernel(candidates):
 def test_attention_acquires_rows_the_cuda_top_k_publishes():
     """top_pages(impl="cuda", ready=flags) then paged_attention(impl="cuda_cluster", pdl=True, early_kv=, ready=)
     in one CUDA graph, replayed with new scores each time: the attention starts each row's pages once the top-k has
-    published that row, so it must read this replay's lists (every replay selects other pages) and the newest pages
-    a kernel rewrites before the top-k; static rows (flag 2) read as with early_kv; flags end as they began."""
+    published that row, so it must read this replay's lists (every replay selects other pages), and the newest pages
+    and Q that kernels rewrite before the top-k; static rows (flag 2) read as with early_kv; flags end as they began."""
     from sparsebench.kernels.triton_decode import paged_attention, top_pages
 
     if torch.cuda.get_device_capability()[0] < 9:
@@ -459,6 +460,7 @@ def test_attention_acquires_rows_the_cuda_top_k_publishes():
     scores = torch.empty(B * R_sel, P, device="cuda")
     new_k = torch.empty(B * R, page, D, device="cuda", dtype=torch.bfloat16)
     new_v = torch.empty_like(new_k)
+    new_q = torch.empty_like(q)
     out = torch.full_like(q, float("nan"))
     # the kernels' first launches (they load the modules, which a capture does not allow), then the graph
     top_pages(torch.zeros_like(scores), n_pages, base, k_sel, ids, R_sel, R, impl="cuda")
@@ -467,11 +469,13 @@ def test_attention_acquires_rows_the_cuda_top_k_publishes():
     with torch.cuda.graph(graph):
         kp.index_copy_(0, newest.flatten().long(), new_k)  # the append: each row's newest page
         vp.index_copy_(0, newest.flatten().long(), new_v)
+        q.copy_(new_q)  # the projection
         top_pages(scores, n_pages, base, k_sel, ids, R_sel, R, pdl="trigger", impl="cuda", ready=ready)
         paged_attention(q, kp, vp, ids, plen, 0.1, out=out, pages_per_split=16, num_stages=3, impl="cuda_cluster",
                         pdl=True, early_kv=newest, ready=ready)
     for _ in range(3):
         scores.copy_(torch.randn(B * R_sel, P, device="cuda", generator=g))
+        new_q.copy_(torch.randn(new_q.shape, device="cuda", generator=g))
         new_k.copy_(torch.randn(new_k.shape, device="cuda", generator=g))
         new_v.copy_(torch.randn(new_v.shape, device="cuda", generator=g))
         out.fill_(float("nan"))
