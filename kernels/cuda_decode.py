@@ -478,4 +478,11 @@ def cluster_paged_attention(q_flat, q_off, q_cnt, k_pool, v_pool, pages, page_le
              ctypes.c_int(early_hot is not None)]
     fn = nvrtc.function(SOURCE, "paged_decode_cluster.cu", "paged_decode_cluster", q_flat.device, big_smem=True,
                         wide_clusters=True)
-    nvrtc.launch(fn, q_flat.device, rows * n_splits, 128, smem_bytes(stages), vals, cluster=n_splits, pdl=pdl[1])
+    try:
+        nvrtc.launch(fn, q_flat.device, rows * n_splits, 128, smem_bytes(stages), vals, cluster=n_splits, pdl=pdl[1])
+    except RuntimeError as e:
+        if n_splits <= 8:
+            raise
+        raise RuntimeError(f"cluster_paged_attention: {e}: clusters of {n_splits} CTAs are non-portable (an H100 takes "
+                           "up to 16 at this kernel's shared memory; this device or its settings may not): use "
+                           "n_splits <= 8") from e
