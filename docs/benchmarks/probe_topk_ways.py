@@ -28,7 +28,8 @@ for B in (1, 8):
                 for b in built:
                     sc = cell(b, "scores"); R, G = cell(b, "R"), cell(b, "G")
                     td.top_pages(sc.view(-1, sc.shape[-1]), cell(b, "n_valid"), cell(b, "ret_base").reshape(-1),
-                                 cell(b, "n_sel"), cell(b, "ids_buf"), R * G, 2 * R * G, num_warps=w, search=search)
+                                 cell(b, "n_sel"), cell(b, "ids_buf"), R * G, cell(b, "RO"), num_warps=w,
+                                 search=search)  # (out rows per batch row: the step's RO, retrieval + streaming)
             try:
                 r[f"topk_{search}_w{w}"] = t(topk)
             except Exception as e:
