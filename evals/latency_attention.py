@@ -105,10 +105,9 @@ def decode_launch_opts(conf: str) -> tuple[dict, dict]:
     paged = {"num_warps": int(w), "num_stages": int(st), "split_first": "s" in flags, "strided": "i" in flags,
              "short": "r" in flags, "static_pdl": "d" in flags, "early": "e" in flags,
              **({"ready": True} if "a" in flags else {}),
+             **({"fresh_pdl": True} if "f" in flags else {}),  # the selector step's attention a PDL dependent too
              **({"pages_per_split": int(pps)} if int(pps) else {}),
              **({"impl": "cuda_cluster"} if "c" in flags else {})}
-    if "f" in flags:  # the selector step's attention too a PDL dependent (of the top-k)
-        paged["fresh_pdl"] = True
     return paged, {**({"top_pdl": True} if "p" in flags else {}), **({"scores_early": True} if "f" in flags else {}),
                    **({"top_impl": "cuda"} if "k" in flags else {})}
 

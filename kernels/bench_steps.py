@@ -131,21 +131,27 @@ def newest_pages(ids, plen) -> torch.Tensor:
     return torch.where(last >= 0, ids.gather(-1, last.clamp(min=0)), -1).squeeze(-1).to(torch.int32).contiguous()
 
 
-def _ref_pages(q_rows, pool: Pool, ids, plen, scale):
-    """Dense attention over exactly the listed pages' tokens, fp32."""
-    B, R, GQ, D = q_rows.shape
-    out = torch.empty(B, R, GQ, D, device=DEV)
-    for b in range(B):
-        for r in range(R):
-            ks, vs = [], []
-            for pid, n in zip(ids[b, r].tolist(), plen[b, r].tolist()):
-                if pid >= 0 and n > 0:
-                    ks.append(pool.k[pid, :n])
-                    vs.append(pool.v[pid, :n])
-            k, v = torch.cat(ks).float(), torch.cat(vs).float()
-            w = torch.softmax(q_rows[b, r].float() @ k.T * scale, -1)
-            out[b, r] = w @ v
+def ref_paged(q_flat, q_off, q_cnt, k_pool, v_pool, pages, plen, scale):
+    """fp32 attention of each row's queries over its listed pages' valid tokens (rows with none: zeros).
+    q_flat [T, D]; q_off / q_cnt [rows]: row r's queries q_off[r] .. + q_cnt[r]; k_pool / v_pool [P, page, D];
+    pages / plen [rows, NP] (page id, -1 = none; valid tokens in the page)."""
+    out = torch.zeros(q_flat.shape, dtype=torch.float32, device=q_flat.device)
+    for r, (o, c) in enumerate(zip(q_off.tolist(), q_cnt.tolist())):
+        keep = [(p, n) for p, n in zip(pages[r].tolist(), plen[r].tolist()) if p >= 0 and n > 0]
+        if not keep:
+            continue
+        k = torch.cat([k_pool[p, :n] for p, n in keep]).float()
+        v = torch.cat([v_pool[p, :n] for p, n in keep]).float()
+        out[o: o + c] = torch.softmax(q_flat[o: o + c].float() @ k.T * scale, -1) @ v
     return out
+
+
+def _ref_pages(q_rows, pool: Pool, ids, plen, scale):
+    """`ref_paged` for rows of GQ queries q_rows [B, R, GQ, D], row (b, r) over its list ids / plen [B, R, NP]."""
+    B, R, GQ, D = q_rows.shape
+    off = torch.arange(B * R) * GQ
+    return ref_paged(q_rows.reshape(-1, D), off, torch.full_like(off, GQ), pool.k, pool.v, ids.reshape(B * R, -1),
+                     plen.reshape(B * R, -1), scale).view(B, R, GQ, D)
 
 
 def build_decode_step(policy: str, backend: str, B: int, N: int, Hq: int, Hkv: int, D: int, dtype, cfg=None,

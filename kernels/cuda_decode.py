@@ -101,6 +101,13 @@ struct Smem {
     int* pid; int* ntok; int* count; int* flag;
 };
 
+/* the page of the CTA's compacted entry i into ring buffer `slot` */
+__device__ __forceinline__ void fetch_entry(const Smem& s, int i, int slot, const unsigned short* KP,
+                                            const unsigned short* VP) {
+    const long long pg = (long long)s.pid[i] * (PAGE * D);
+    fetch_page(s.bars + 8 * slot, s.ring_u32 + slot * STAGE_BYTES, KP + pg, VP + pg);
+}
+
 /* The CTA's compacted pages: G queries per row (compiled for 1 and GQM); q0, gq: the row's queries. */
 template <int G>
 __device__ __forceinline__ void attend(const Smem& s, const unsigned short* __restrict__ Q, int q0, int gq,
@@ -204,8 +211,7 @@ __device__ __forceinline__ void attend(const Smem& s, const unsigned short* __re
         __syncthreads();  /* every warp is done with this buffer (and with pbuf) */
         if (tid == 0 && i + stages < n) {
             asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-            const long long pg = (long long)s.pid[i + stages] * (PAGE * D);
-            fetch_page(s.bars + 8 * st, s.ring_u32 + st * STAGE_BYTES, KP + pg, VP + pg);
+            fetch_entry(s, i + stages, st, KP, VP);
         }
         if (trigger_at_last_fetch && i == n - 1 - stages)
             asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
@@ -311,19 +317,13 @@ paged_decode_cluster(const unsigned short* __restrict__ Q, const int* __restrict
                      append), so none is held back */
         if (tid == 0) {
             const int hot = ready == 1 ? -1 : HOT[row];
-            for (; nf < stages && nf < n && s.pid[nf] != hot; nf++) {
-                const long long pg = (long long)s.pid[nf] * (PAGE * D);
-                fetch_page(s.bars + 8 * nf, s.ring_u32 + nf * STAGE_BYTES, KP + pg, VP + pg);
-            }
+            for (; nf < stages && nf < n && s.pid[nf] != hot; nf++) fetch_entry(s, nf, nf, KP, VP);
         }
         asm volatile("griddepcontrol.wait;" ::: "memory");
         if (pdl == 1) asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
     }
     if (tid == 0) {
-        for (int i = nf; i < stages && i < n; i++) {
-            const long long pg = (long long)s.pid[i] * (PAGE * D);
-            fetch_page(s.bars + 8 * i, s.ring_u32 + i * STAGE_BYTES, KP + pg, VP + pg);
-        }
+        for (int i = nf; i < stages && i < n; i++) fetch_entry(s, i, i, KP, VP);
     }
     if (gq == 1)
         attend<1>(s, Q, q0, gq, KP, VP, n, stages, qk_scale, pdl == 3);

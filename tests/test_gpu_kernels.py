@@ -213,24 +213,11 @@ def test_paged_decode_and_gather_bf16_at_128k_pages():
     assert (probs - w).abs().max().item() < 1e-3
 
 
-def _ref_paged(q_flat, q_off, q_cnt, kp, vp, pages, plen, scale):
-    """fp32 attention of each row's queries over its listed pages' valid tokens (rows with none: zeros)."""
-    out = torch.zeros(q_flat.shape, dtype=torch.float32, device=q_flat.device)
-    for r in range(pages.shape[0]):
-        keep = [(p, n) for p, n in zip(pages[r].tolist(), plen[r].tolist()) if p >= 0 and n > 0]
-        if not keep:
-            continue
-        k = torch.cat([kp[p, :n] for p, n in keep]).float()
-        v = torch.cat([vp[p, :n] for p, n in keep]).float()
-        o, c = int(q_off[r]), int(q_cnt[r])
-        out[o: o + c] = torch.softmax(q_flat[o: o + c].float() @ k.T * scale, -1) @ v
-    return out
-
-
 def test_cluster_paged_decode_matches_reference():
     """The CUDA kernel whose splits meet in a thread-block cluster (impl="cuda_cluster"): rows of 1 and 4 queries,
     partial pages whose unwritten rows are NaN, empty entries and empty rows, 1-16 splits (clusters of more than 8:
     non-portable), 1-4 stages, PDL in a graph."""
+    from sparsebench.kernels.bench_steps import ref_paged
     from sparsebench.kernels.triton_decode import paged_attention
 
     if torch.cuda.get_device_capability()[0] < 9:
@@ -255,7 +242,7 @@ def test_cluster_paged_decode_matches_reference():
     q_off = (torch.cumsum(q_cnt.flatten(), 0) - q_cnt.flatten()).view(B, R).to(torch.int32)
     T = int(q_cnt.sum())
     q = torch.randn(T, 1, 1, D, device="cuda", dtype=torch.bfloat16, generator=g)
-    ref = _ref_paged(q.view(T, D), q_off.flatten(), q_cnt.flatten(), kp, vp, pages.view(-1, NP),
+    ref = ref_paged(q.view(T, D), q_off.flatten(), q_cnt.flatten(), kp, vp, pages.view(-1, NP),
                      plen.view(-1, NP), 0.1)
     assert torch.isfinite(ref).all()
     for pps, stages in ((150, 1), (100, 2), (60, 3), (38, 4), (23, 2), (19, 2), (43, 3)):  # 2, 3, 5, 8, 14, 16, 7
@@ -267,7 +254,7 @@ def test_cluster_paged_decode_matches_reference():
         assert out.view(T, D)[int(q_off[1, 4]): int(q_off[1, 4]) + 1].abs().max() == 0
     one = paged_attention(q, kp, vp, pages[..., :200], plen[..., :200], 0.1, row_queries=(q_off, q_cnt, 4),
                           pages_per_split=200, num_stages=2, impl="cuda_cluster")  # 1 split: no cluster partner
-    ref1 = _ref_paged(q.view(T, D), q_off.flatten(), q_cnt.flatten(), kp, vp, pages[..., :200].reshape(-1, 200),
+    ref1 = ref_paged(q.view(T, D), q_off.flatten(), q_cnt.flatten(), kp, vp, pages[..., :200].reshape(-1, 200),
                       plen[..., :200].reshape(-1, 200), 0.1)
     assert rel(one.view(T, D), ref1) < 1e-2
     # the same bits again, and as PDL dependents replayed in a CUDA graph
@@ -295,7 +282,7 @@ def test_cluster_paged_decode_matches_reference():
     vx = torch.cat([vp, torch.zeros(rows, page, D, device="cuda", dtype=vp.dtype)])
     new_k = torch.randn(rows, page, D, device="cuda", dtype=kp.dtype, generator=g)
     new_v = torch.randn(rows, page, D, device="cuda", dtype=kp.dtype, generator=g)
-    ref_h = _ref_paged(q.view(T, D), q_off.flatten(), q_cnt.flatten(), torch.cat([kp, new_k]), torch.cat([vp, new_v]),
+    ref_h = ref_paged(q.view(T, D), q_off.flatten(), q_cnt.flatten(), torch.cat([kp, new_k]), torch.cat([vp, new_v]),
                        pages_h.view(-1, NP + 1), plen_h.view(-1, NP + 1), 0.1)
     early = [torch.full_like(q, float("nan")) for _ in range(2)]
     graph = torch.cuda.CUDAGraph()

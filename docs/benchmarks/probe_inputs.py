@@ -1,6 +1,6 @@
 """What the probes share: one prefill layer of the benchmark's geometry (Llama-3-8B: 32 / 8 heads, D 128, bf16) at
 n tokens, seeded by n, and dense cuDNN on them as the benchmark times it (K / V expanded outside); LServe's decode
-cycle timed per decode config against dense SDPA, and its summary lines."""
+cycle timed per decode config against dense SDPA, and its summary lines; the selector's buffers of a decode step."""
 import math
 import statistics
 
@@ -96,3 +96,9 @@ def lserve_cycles(B: int, configs, rounds: int, attention: bool = False, L: int 
         rec["attention_us"] = attn
     return rec
 
+
+def selector_cell(built, name: str):
+    """A variable of an LServe decode step's selector (`build_decode_step`'s return value `built`): its scores,
+    ids_buf, n_sel, ..., for probes that launch the selector's kernels alone on the step's own buffers."""
+    sel = built[2]["parts"]["selector"]
+    return sel.__closure__[sel.__code__.co_freevars.index(name)].cell_contents

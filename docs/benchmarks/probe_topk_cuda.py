@@ -8,6 +8,7 @@ import os
 
 import torch
 
+from probe_inputs import selector_cell as cell
 from sparsebench.kernels import bench_steps as bs
 from sparsebench.kernels.triton_decode import top_pages
 from sparsebench.timing import graph_ms
@@ -18,8 +19,6 @@ for B in (1, 8):
     built = [bs.build_decode_step("lserve", "triton", B, 131072, 32, 8, 128, torch.bfloat16) for _ in range(L)]
     [b[0](0) for b in built]
     torch.cuda.synchronize()
-    sel = built[0][2]["parts"]["selector"]
-    cell = lambda b, n: b[2]["parts"]["selector"].__closure__[sel.__code__.co_freevars.index(n)].cell_contents  # noqa
     args = [(cell(b, "scores"), cell(b, "n_valid"), cell(b, "ret_base").reshape(-1), cell(b, "n_sel"),
              cell(b, "ids_buf"), cell(b, "R") * cell(b, "G"), cell(b, "RO")) for b in built]
     ways = {"triton_w4": dict(num_warps=4), "triton_w8": dict(num_warps=8)}

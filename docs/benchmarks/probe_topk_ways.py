@@ -9,6 +9,7 @@ import os, json, torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 import triton
+from probe_inputs import selector_cell as cell
 from sparsebench.kernels import bench_steps as bs
 from sparsebench.kernels import triton_decode as td
 from sparsebench.timing import graph_ms
@@ -19,8 +20,6 @@ def t(fn, replays=100, steps=1, per_step=False):
 for B in (1, 8):
     built = [bs.build_decode_step("lserve", "triton", B, 131072, 32, 8, 128, torch.bfloat16) for _ in range(L)]
     [b[0](0) for b in built]; torch.cuda.synchronize()
-    sfn = built[0][2]["parts"]["selector"]
-    cell = lambda b, name: b[2]["parts"]["selector"].__closure__[sfn.__code__.co_freevars.index(name)].cell_contents
     r = {}
     for search in ("bisect", "interp"):
         for w in (4, 8):
