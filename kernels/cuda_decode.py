@@ -15,14 +15,20 @@ than 8 CTAs are non-portable, and an H100 takes up to 16):
   bulk asynchronous copies (TMA, no descriptor) into a ring of `stages` buffers, each with an mbarrier counting
   the bytes: one thread issues two instructions per page, so no address arithmetic runs per token;
 - a warp takes 16 of a page's 64 tokens: q.k with 8 lanes per token (16 channels each, conflict-free 16-byte
-  shared loads), an online softmax per warp, p.v with 4 channels per lane;
+  shared loads, two chains of fused multiply-adds), an online softmax per warp, p.v with 4 channels per lane and no
+  branch per token (a branch per token serialised its shared loads: run 21 found a page's compute at ~0.9 us, now
+  ~0.45);
+- rank 0 merges the cluster's partials through distributed shared memory; the last cluster barrier (no CTA leaves
+  before rank 0 has read it) is a relaxed arrive, so it does not wait for O's store (run 21);
 - rows hold 1..4 queries (`row_queries`, as in paged_attention): one path compiled for 1 query, one for 4;
 - as a PDL dependent it reads the row tables and requests its queries into L2 before the grid-dependency wait, and
   with `early_hot` (static lists) it also loads its list and starts its first pages there (run 18).
+Compiled with STAMPS (docs/benchmarks/probe_decode_cluster_timeline.py only), thread 0 of each CTA writes %globaltimer
+at its milestones (see STAMPS in SOURCE); the package never defines it, and the kernel it runs is the same without.
 Shapes and the page layout are paged_attention's; this kernel serves bf16, pages of 64 tokens, head dim 128 only
 (`supports` says why not otherwise). GPU only (Hopper or newer): there is no CPU interpreter for it, so CI compiles
-it through NVRTC (no spills, two CTAs per SM) and tests its argument checks, and the `gpu` tests check its output
-against the reference.
+it through NVRTC (no spills, three CTAs per SM at 2 stages) and tests its argument checks, and the `gpu` tests check
+its output against the reference.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ typedef unsigned long long u64;
 #define MAXE 8                      /* list entries per lane when compacting: <= 256 per CTA */
 #define STAGE_BYTES (2 * PAGE * D * 2)
 #define HALF_BYTES (PAGE * D * 2)
+#define NSTAMP 16                   /* per CTA, with STAMPS (see below) */
 
 __device__ __forceinline__ u32 smem_u32(const void* p) {
     u64 a;
@@ -91,7 +98,28 @@ __device__ __forceinline__ float cluster_ld(const float* p, u32 rank) {
     return x;
 }
 
+/* STAMPS (defined by docs/benchmarks/probe_decode_cluster_timeline.py only; never in the kernel the package runs):
+   the kernel takes one more argument, u64 STAMP[grid][NSTAMP], and thread 0 of each CTA writes %globaltimer (ns)
+   at: 0 entry, 1 list compacted, 2 past the grid-dependency wait, 3 page loop done, 4 partial published (first
+   cluster barrier), 5 exit; 6 %smid, 7 its page count; 8 + i page i's buffer seen full (i < 6); 14 + i every
+   warp done with page i (i < 2) */
+#ifdef STAMPS
+__device__ __forceinline__ u64 now_ns() {
+    u64 t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t) :: "memory");
+    return t;
+}
+#define STAMP_VAL(s, j, v) do { if (threadIdx.x == 0) (s).stamp[(u64)blockIdx.x * NSTAMP + (j)] = (u64)(v); } while (0)
+#define STAMP(s, j) STAMP_VAL(s, j, now_ns())
+#else
+#define STAMP(s, j) do {} while (0)
+#define STAMP_VAL(s, j, v) do {} while (0)
+#endif
+
 struct Smem {
+#ifdef STAMPS
+    u64* stamp;
+#endif
     unsigned char* ring; u32 ring_u32; u32 bars;
     float* pbuf;   /* [NWARP][16 tokens][GQM] softmax weights of a warp's tokens */
     float* wacc;   /* [NWARP][GQM][D] warp partials (these four: in the ring, after the page loop) */
@@ -143,6 +171,7 @@ __device__ __forceinline__ void attend(const Smem& s, const unsigned short* __re
     for (int i = 0; i < n; i++) {
         const int st = i % stages;
         bar_wait(s.bars + 8 * st, (i / stages) & 1);
+        if (i < 6) STAMP(s, 8 + i);
         const unsigned char* kb = s.ring + st * STAGE_BYTES;
         const unsigned char* vb = kb + HALF_BYTES;
         const int ntok = s.ntok[i];
@@ -155,10 +184,13 @@ __device__ __forceinline__ void attend(const Smem& s, const unsigned short* __re
             const u32 w[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
 #pragma unroll
             for (int g = 0; g < G; g++) {
-                float x = 0.f;
+                float x0 = 0.f, x1 = 0.f;  /* two chains of fused multiply-adds (a * b + c * d + x took three) */
 #pragma unroll
-                for (int j = 0; j < 8; j++) x += qf[g][2 * j] * lo_bf16(w[j]) + qf[g][2 * j + 1] * hi_bf16(w[j]);
-                sc[g][r] = x;
+                for (int j = 0; j < 8; j++) {
+                    x0 = fmaf(qf[g][2 * j], lo_bf16(w[j]), x0);
+                    x1 = fmaf(qf[g][2 * j + 1], hi_bf16(w[j]), x1);
+                }
+                sc[g][r] = x0 + x1;
             }
         }
 #pragma unroll
@@ -195,20 +227,24 @@ __device__ __forceinline__ void attend(const Smem& s, const unsigned short* __re
         }
         __syncwarp();
         const int tend = ntok - 16 * warp;  /* the warp's tokens that hold data */
+        /* branch-free, so every token's loads issue at once (a branch per token serialised them: ~0.5 us per page,
+           run 21): a row past the page's tokens was not written by this page's copy (stale, or NaN in the pool) and
+           its p is 0, so its values are zeroed, which adds exactly 0 */
 #pragma unroll
         for (int tt = 0; tt < 16; tt++) {
-            if (tt < tend) {
-                const uint2 v = *(const uint2*)(vb + (16 * warp + tt) * (D * 2) + lane * 8);
-                const float v0 = lo_bf16(v.x), v1 = hi_bf16(v.x), v2 = lo_bf16(v.y), v3 = hi_bf16(v.y);
-                const float* pp = s.pbuf + (warp * 16 + tt) * GQM;
+            const uint2 v = *(const uint2*)(vb + (16 * warp + tt) * (D * 2) + lane * 8);
+            const bool ok = tt < tend;
+            const float v0 = ok ? lo_bf16(v.x) : 0.f, v1 = ok ? hi_bf16(v.x) : 0.f;
+            const float v2 = ok ? lo_bf16(v.y) : 0.f, v3 = ok ? hi_bf16(v.y) : 0.f;
+            const float* pp = s.pbuf + (warp * 16 + tt) * GQM;
 #pragma unroll
-                for (int g = 0; g < G; g++) {
-                    const float p = pp[g];
-                    acc[g][0] += p * v0; acc[g][1] += p * v1; acc[g][2] += p * v2; acc[g][3] += p * v3;
-                }
+            for (int g = 0; g < G; g++) {
+                const float p = pp[g];
+                acc[g][0] += p * v0; acc[g][1] += p * v1; acc[g][2] += p * v2; acc[g][3] += p * v3;
             }
         }
         __syncthreads();  /* every warp is done with this buffer (and with pbuf) */
+        if (i < 2) STAMP(s, 14 + i);
         if (tid == 0 && i + stages < n) {
             asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
             fetch_entry(s, i + stages, st, KP, VP);
@@ -232,7 +268,11 @@ paged_decode_cluster(const unsigned short* __restrict__ Q, const int* __restrict
                      const int* __restrict__ QCNT, const unsigned short* __restrict__ KP,
                      const unsigned short* __restrict__ VP, const int* __restrict__ PAGES,
                      const int* __restrict__ PLEN, unsigned short* __restrict__ O, const int* __restrict__ HOT,
-                     int* READY, int n_list, int stages, float qk_scale, int pdl, int early) {
+                     int* READY, int n_list, int stages, float qk_scale, int pdl, int early
+#ifdef STAMPS
+                     , u64* STAMP_BUF
+#endif
+                     ) {
     extern __shared__ __align__(128) unsigned char smem[];
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     u32 rank, ncta, row;
@@ -240,6 +280,13 @@ paged_decode_cluster(const unsigned short* __restrict__ Q, const int* __restrict
     asm("mov.u32 %0, %%cluster_nctarank;" : "=r"(ncta));
     asm("mov.u32 %0, %%clusterid.x;" : "=r"(row));
     Smem s;
+#ifdef STAMPS
+    s.stamp = STAMP_BUF;
+    STAMP(s, 0);
+    u32 smid_;
+    asm("mov.u32 %0, %%smid;" : "=r"(smid_));
+    STAMP_VAL(s, 6, smid_);
+#endif
     s.ring = smem;
     s.ring_u32 = smem_u32(smem);
     s.bars = s.ring_u32 + stages * STAGE_BYTES;
@@ -261,6 +308,7 @@ paged_decode_cluster(const unsigned short* __restrict__ Q, const int* __restrict
         asm volatile("prefetch.global.L2 [%0];" :: "l"(Q + (long long)(q0 + (lane >> 1)) * D + (lane & 1) * 64));
     if (pdl && !early) {  /* launched early: wait for the predecessor's results before any other load */
         asm volatile("griddepcontrol.wait;" ::: "memory");
+        STAMP(s, 2);
         if (pdl == 1) asm volatile("griddepcontrol.launch_dependents;" ::: "memory");  /* 2, 3: later */
     }
     if (tid == 0) {
@@ -310,6 +358,8 @@ paged_decode_cluster(const unsigned short* __restrict__ Q, const int* __restrict
     }
     __syncthreads();
     const int n = *s.count;
+    STAMP(s, 1);
+    STAMP_VAL(s, 7, n);
     int nf = 0;  /* pages fetched before the wait (thread 0) */
     if (early) {  /* the lists and every page but the row's HOT one are not the predecessor's to write: the first
                      pages stream while it finishes; then wait before reading Q and the HOT page. A row published
@@ -320,6 +370,7 @@ paged_decode_cluster(const unsigned short* __restrict__ Q, const int* __restrict
             for (; nf < stages && nf < n && s.pid[nf] != hot; nf++) fetch_entry(s, nf, nf, KP, VP);
         }
         asm volatile("griddepcontrol.wait;" ::: "memory");
+        STAMP(s, 2);
         if (pdl == 1) asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
     }
     if (tid == 0) {
@@ -329,6 +380,7 @@ paged_decode_cluster(const unsigned short* __restrict__ Q, const int* __restrict
         attend<1>(s, Q, q0, gq, KP, VP, n, stages, qk_scale, pdl == 3);
     else
         attend<GQM>(s, Q, q0, gq, KP, VP, n, stages, qk_scale, pdl == 3);
+    STAMP(s, 3);
     if (pdl == 2) asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
     __syncthreads();
     /* the CTA's partial: thread tid = channel, the warps merged */
@@ -351,6 +403,7 @@ paged_decode_cluster(const unsigned short* __restrict__ Q, const int* __restrict
         }
     }
     cluster_sync();  /* every CTA's partial is written (release / acquire at cluster scope) */
+    STAMP(s, 4);
     if (ready == 1 && rank == 0 && tid == 0) READY[row] = 0;  /* every CTA of the row is past its acquire */
     if (rank == 0) {
         for (int g = 0; g < gq; g++) {
@@ -381,7 +434,11 @@ paged_decode_cluster(const unsigned short* __restrict__ Q, const int* __restrict
             O[(long long)(q0 + g) * D + tid] = to_bf16(ll == 0.f ? 0.f : a / ll);
         }
     }
-    cluster_sync();  /* rank 0 has read every CTA's shared memory before any of them exits */
+    /* rank 0 has read every CTA's shared memory before any of them exits. Its loads have returned (their values are
+       in O's store), so this arrive needs no release, which would hold every CTA until O's store is acknowledged
+       (run 21: B1 128K, reuse step 15.1 -> 14.7-15.0 us) */
+    asm volatile("barrier.cluster.arrive.relaxed.aligned;\n barrier.cluster.wait.aligned;" ::: "memory");
+    STAMP(s, 5);
 }
 """
 

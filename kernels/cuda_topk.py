@@ -36,6 +36,23 @@ typedef unsigned int u32;
 typedef unsigned long long u64;
 #define KPT 8
 #define FULL 0xffffffffu
+/* STAMPS (docs/benchmarks/probe_decode_cluster_timeline.py only): one more argument, u64 STAMP[rows][4]; thread 0
+   writes %globaltimer (ns) at entry, past the grid-dependency wait, after the threshold search, after the row's
+   ids are written (published) */
+#ifdef STAMPS
+__device__ __forceinline__ u64 now_ns() {
+    u64 t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t) :: "memory");
+    return t;
+}
+#define STAMP(j) do { if (threadIdx.x == 0) STAMP_BUF[(u64)blockIdx.x * 4 + (j)] = now_ns(); } while (0)
+#define STAMP_ARG , u64* STAMP_BUF
+#define STAMP_PASS , STAMP_BUF
+#else
+#define STAMP(j) do {} while (0)
+#define STAMP_ARG
+#define STAMP_PASS
+#endif
 
 /* a float's bits as a uint32 that orders like the float; NaN and pages that do not compete: 0 (below -inf) */
 __device__ __forceinline__ u32 sort_key(float s, bool ok) {
@@ -48,7 +65,7 @@ template <int C, int W1 = (C + 2) / 3, int W2 = (C + 1) / 2>
 __device__ __forceinline__ void top_pages_row(const float* __restrict__ SC, const int* __restrict__ NPAGES,
                                               const long long* __restrict__ BASE, int* __restrict__ OUT, int n_cols,
                                               int k_sel, int out_width, int rows_per_batch, int out_rows_per_batch,
-                                              int vec, int* READY) {
+                                              int vec, int* READY STAMP_ARG) {
     __shared__ u32 red[2][8][32];  /* per pass (parity): up to 8 values per warp */
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nw = blockDim.x >> 5;
     const int row = blockIdx.x;
@@ -141,6 +158,7 @@ __device__ __forceinline__ void top_pages_row(const float* __restrict__ SC, cons
         T = (u32)lo;
         need = kk - (int)above;
     }
+    STAMP(2);
     const long long out_row = (long long)(row / rows_per_batch) * out_rows_per_batch + row % rows_per_batch;
     int* o = OUT + out_row * out_width;
     if (kk > 0) {
@@ -174,19 +192,22 @@ __device__ __forceinline__ void top_pages_row(const float* __restrict__ SC, cons
         __syncthreads();
         if (tid == 0) asm volatile("st.release.gpu.global.u32 [%0], %1;" :: "l"(READY + out_row), "r"(1u) : "memory");
     }
+    STAMP(3);
 }
 
 #define TOP_PAGES(C)                                                                                               \
 extern "C" __global__ void __launch_bounds__(1024)                                                                 \
 top_pages_c##C(const float* __restrict__ SC, const int* __restrict__ NPAGES, const long long* __restrict__ BASE,   \
                int* __restrict__ OUT, int n_cols, int k_sel, int out_width, int rows_per_batch,                    \
-               int out_rows_per_batch, int vec, int pdl, int* READY) {                                             \
+               int out_rows_per_batch, int vec, int pdl, int* READY STAMP_ARG) {                                   \
+    STAMP(0);                                                                                                      \
     if (pdl) {  /* a PDL dependent: the scores are the launch before's; its successor may launch at once */       \
         asm volatile("griddepcontrol.wait;" ::: "memory");                                                         \
         asm volatile("griddepcontrol.launch_dependents;" ::: "memory");                                            \
     }                                                                                                              \
+    STAMP(1);                                                                                                      \
     top_pages_row<C>(SC, NPAGES, BASE, OUT, n_cols, k_sel, out_width, rows_per_batch, out_rows_per_batch, vec,     \
-                     READY);                                                                                       \
+                     READY STAMP_PASS);                                                                            \
 }
 TOP_PAGES(1)
 TOP_PAGES(3)

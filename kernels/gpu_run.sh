@@ -39,7 +39,9 @@ else
   ARGS=""
 fi
 sparsebench task=latency_attention $ARGS paths.output_dir="$OUT/bench" "$@" 2>&1 | grep -v "sample/s" | tail -4
-cp "$OUT"/bench/runs/latency_attention/*/*/attention_table.md "$OUT/attention_table.md" 2>/dev/null
-cp "$OUT"/bench/runs/latency_attention/*/*/samples.jsonl "$OUT/attention_samples.jsonl" 2>/dev/null
-cp "$OUT"/bench/runs/latency_attention/*/*/result.json "$OUT/attention_result.json" 2>/dev/null
+# this call's run (the newest): an $OUT used before holds earlier runs too
+RUN=$(ls -td "$OUT"/bench/runs/latency_attention/*/*/ 2>/dev/null | head -1)
+cp "$RUN/attention_table.md" "$OUT/attention_table.md" 2>/dev/null
+cp "$RUN/samples.jsonl" "$OUT/attention_samples.jsonl" 2>/dev/null
+cp "$RUN/result.json" "$OUT/attention_result.json" 2>/dev/null
 cat "$OUT/attention_table.md" 2>/dev/null | cut -c1-160

@@ -42,6 +42,28 @@ def print_cycles(tag: str, variants, cyc: dict, nbytes: int, width: int = 9):
     return dm
 
 
+def apply_config(conf: str) -> str:
+    """Set the decode launch options of a config string (`decode_launch_opts`, then "+key[=value]" suffixes: a
+    bench_steps.PAGED_OPTS key, "sel_" and a SELECT_OPTS key, or "trigger" for cuda_decode.PDL_TRIGGER); returns the
+    PDL trigger that was set before, to put back after."""
+    from sparsebench.evals.latency_attention import decode_launch_opts
+    from sparsebench.kernels import bench_steps as bs
+    from sparsebench.kernels import cuda_decode
+
+    bs.PAGED_OPTS, bs.SELECT_OPTS = decode_launch_opts(conf.split("+")[0])
+    trigger = cuda_decode.PDL_TRIGGER
+    for opt in conf.split("+")[1:]:
+        k, _, v = opt.partition("=")
+        v = int(v) if v.isdigit() else v or True
+        if k == "trigger":
+            cuda_decode.PDL_TRIGGER = v
+        elif k.startswith("sel_"):
+            bs.SELECT_OPTS[k[4:]] = v
+        else:
+            bs.PAGED_OPTS[k] = v
+    return trigger
+
+
 def lserve_cycles(B: int, configs, rounds: int, attention: bool = False, L: int = 8, N: int = 131072) -> dict:
     """LServe's decode at batch B, length N, by the benchmark's method (L layers per CUDA graph, L2 evicted before
     each replay, per layer): each decode config string (`decode_launch_opts`; "+key[=value]" suffixes set more
@@ -49,7 +71,6 @@ def lserve_cycles(B: int, configs, rounds: int, attention: bool = False, L: int 
     and a SELECT_OPTS key, or cuda_decode.PDL_TRIGGER) built, checked against dense math in the first round,
     then its reuse cycle timed per position, rounds in turn with dense SDPA; printed as `print_cycles` lines.
     attention: also the attention launch alone per config. Returns the record of the batch."""
-    from sparsebench.evals.latency_attention import decode_launch_opts
     from sparsebench.kernels import bench_steps as bs
     from sparsebench.kernels import cuda_decode
     from sparsebench.timing import graph_ms
@@ -58,17 +79,7 @@ def lserve_cycles(B: int, configs, rounds: int, attention: bool = False, L: int 
     cyc, attn, checks, nbytes = {}, {}, {}, None
     for rnd in range(rounds):
         for conf in configs:
-            bs.PAGED_OPTS, bs.SELECT_OPTS = decode_launch_opts(conf.split("+")[0])
-            trigger = cuda_decode.PDL_TRIGGER
-            for opt in conf.split("+")[1:]:
-                k, _, v = opt.partition("=")
-                v = int(v) if v.isdigit() else v or True
-                if k == "trigger":
-                    cuda_decode.PDL_TRIGGER = v
-                elif k.startswith("sel_"):
-                    bs.SELECT_OPTS[k[4:]] = v
-                else:
-                    bs.PAGED_OPTS[k] = v
+            trigger = apply_config(conf)
             sparse = [bs.build_decode_step("lserve", "triton", B, N, 32, 8, 128, torch.bfloat16) for _ in range(L)]
             nbytes = sparse[0][2]["bytes"]
             if rnd == 0:
