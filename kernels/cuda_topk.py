@@ -164,10 +164,11 @@ __device__ __forceinline__ void top_pages_row(const float* __restrict__ SC, cons
     if (kk > 0) {
         u32 dm = 0, em = 0;  /* this thread's pages taken outright / tied at T */
 #pragma unroll
-        for (int e = 0; e < KPT; e++) {
-            const bool ok = j0 + e < lim;
-            if (ok && (key[e] > T || (exact && key[e] == T))) dm |= 1u << e;
-            else if (ok && key[e] == T) em |= 1u << e;
+        for (int e = 0; e < KPT; e++) {  /* bitwise, not && / if: branches per key diverged (run 21) */
+            const bool ok = j0 + e < lim, eq = key[e] == T;
+            const u32 take = (u32)(ok & ((key[e] > T) | (exact & eq)));
+            dm |= take << e;
+            em |= ((u32)(ok & eq) & (take ^ 1u)) << e;
         }
         const u32 mine = __popc(dm) | ((u32)__popc(em) << 16);  /* both counts < 2^16: no carry between them */
         u32 x = mine;
