@@ -27,7 +27,7 @@ def test_cluster_kernel_compiles_for_sm90_without_spills_and_three_ctas_fit_an_s
     assert "0 bytes spill stores" in log and "0 bytes stack frame" in log, log
     regs = int(re.search(r"Used (\d+) registers", log).group(1))
     per_warp = -(-regs * 32 // 256) * 256  # registers are given to a warp in units of 256
-    # three CTAs per SM at 2 stages (the default config: 13 splits, 260 CTAs on 132 SMs), two at 3 stages;
+    # three CTAs per SM at 2 stages (13-split configs such as 4x2x5ipfdekac: 260 CTAs on 132 SMs), two at 3 stages;
     # H100: 64K registers and 228 KB of shared memory per SM, 1 KB of it reserved per CTA
     assert 3 * per_warp * 128 // 32 <= 65536, log
     assert 3 * (cuda_decode.smem_bytes(2) + 1024) <= 228 * 1024

@@ -26,6 +26,7 @@ from sparsebench.kernels import cuda_decode, cuda_topk, nvrtc
 from sparsebench.timing import graph_ms
 
 OUT = os.environ.get("OUT", "/tmp")
+# COPY_BW: the bins' scale, the H100's copy bandwidth as sparsebench.timing.ceilings measured it in every run
 L, B, N, PAGE_BYTES, COPY_BW = 8, 1, 131072, 2 * 64 * 128 * 2, 3.0e12
 NSTAMP = {"attn": 16, "topk": 4}
 
