@@ -4,8 +4,9 @@
 only launches kernels on preallocated tensors, so a CUDA graph can capture `steps` consecutive
 calls (one reuse cycle for LServe); info["bytes"] counts the bytes a step must read (selected
 K / V, page summaries on selection steps, amortised); info["check"]() compares one step's output
-with dense math over the same selected tokens; info["parts"] (LServe) names the step's kernels
-(selector = page scores + top-k in one launch, attention), each callable alone for a per-kernel time.
+with dense math over the same selected tokens; info["parts"] names the step's kernels (LServe:
+selector = page scores + top-k, attention; ALISA: select = the token top-k, attention = with the score update),
+each callable alone for a per-part time.
 Policies run with their dataclass defaults (`defaults`: the POLICIES.md parameters, read from the policy classes,
 not repeated here): StreamingLLM sink 4 + window 1020; DuoAttention streaming heads (half the KV heads) sink 64 +
 local 256; Quest pages of 16, budget 1024; LServe pages 64 / 16, budget 4096, reuse 4, streaming heads sink 128 +
@@ -18,7 +19,7 @@ import math
 
 import torch
 
-from sparsebench.kernels.triton_decode import gathered_attention, page_scores_triton, paged_attention, select_pages
+from sparsebench.kernels.triton_decode import page_scores_triton, paged_attention, select_pages
 
 
 def check_close(out, ref) -> str:
@@ -53,6 +54,7 @@ PAGED_OPTS: dict = {}  # paged_attention launch options the benchmark sweeps (nu
 # fresh as PDL dependents; "early": those launches start their pages before the grid-dependency wait; "ready": the
 # launch after a CUDA top-k acquires each row's list as the top-k publishes it; see `_paged_opts`)
 SELECT_OPTS: dict = {}  # select_pages launch options (block_p, num_warps, top_impl, ...); the defaults unless set
+ALISA_OPTS: dict = {}  # alisa_attention launch options (tok_per_split, block_t, num_warps, num_stages, block)
 
 
 class Pool:
@@ -316,33 +318,41 @@ def build_decode_step(policy: str, backend: str, B: int, N: int, Hq: int, Hkv: i
         return step, reuse, {"bytes": attn + summary_bytes, "selected_tokens": n_sel * page,
                              "parts": {"selector": select, "attention": attend}, "check": check}
 
-    if policy == "alisa_swa":
+    if policy == "alisa_swa":  # kernels/alisa_decode.py: one token set per batch row, shared by its KV heads
+        from sparsebench.kernels.alisa_decode import AlisaState, alisa_attention
+        from sparsebench.kernels.token_topk import top_tokens
+
         r = defaults("alisa_swa").caching_ratio
         k = max(1, int(math.floor(N * r / 2 + 0.5)))
+        T = 2 * k
         W = getattr(cfg, "alisa_score_window", 256) if cfg is not None else 256
         pool = Pool(B * Hkv, N, 64, D, dtype, gen)
-        S = torch.rand(B, N, device=DEV, generator=gen)
-        hist_idx = torch.zeros(W, B, 2 * k, dtype=torch.long, device=DEV)
-        hist_w = torch.zeros(W, B, 2 * k, device=DEV)
-        slot = torch.zeros(1, dtype=torch.long, device=DEV)
-        local = torch.arange(N - k, N, device=DEV).expand(B, k)
+        state = AlisaState.empty(B, N, T, W, DEV)
+        # a full window (the steady state: every step takes the oldest row out of S): W rows of T distinct
+        # positions with small weights, S = a random base plus their sum
+        first = torch.randperm(N, device=DEV, generator=gen)[:T].sort().values.to(torch.int32)
+        state.hist_idx.copy_(((first + 7 * torch.arange(W, device=DEV, dtype=torch.int32).view(W, 1)) % N)
+                             .unsqueeze(1).expand(W, B, T))
+        state.hist_w.copy_(torch.rand(W, B, T, device=DEV, generator=gen) * 1e-3)
+        state.S.copy_(torch.rand(B, N, device=DEV, generator=gen))
+        for w in range(W):
+            state.S.scatter_add_(1, state.hist_idx[w].long(), state.hist_w[w])
+        sets = torch.empty(B, T, dtype=torch.int32, device=DEV)
+        sets[:, k:] = torch.arange(N - k, N, device=DEV, dtype=torch.int32)  # the local set: the k newest
         q_rows = q.view(B, Hkv, G, D)
         out = torch.empty_like(q_rows)
-        base = (streams * pool.pps * 64).unsqueeze(-1)  # first flat token of each stream
-        idx_buf = torch.empty(B, Hkv, 2 * k, dtype=torch.long, device=DEV)
+        base = streams.long() * pool.pps * 64  # [B, Hkv] flat pool row of each stream's position 0
+
+        def select():  # the global set: the top-k of S before the local set, ascending, into sets[:, :k]
+            top_tokens(state.S[:, : N - k], k, sets)
+
+        def attend():  # drop the leaving window row, attention over the set, its weights into S and the window
+            alisa_attention(q_rows, pool.k.view(-1, D), pool.v.view(-1, D), sets, base, scale, state, out=out,
+                            **ALISA_OPTS)
 
         def step(i):
-            glob = S[:, : N - k].topk(k, dim=-1).indices
-            idx = torch.cat([glob, local], -1)  # [B, 2k] one set per layer
-            idx_buf.copy_(base + idx.unsqueeze(1))
-            o, probs = gathered_attention(q_rows, pool.k.view(-1, D), pool.v.view(-1, D), idx_buf, scale)
-            out.copy_(o)
-            w = probs.sum((1, 2))  # [B, 2k] summed over every head
-            S.scatter_add_(1, hist_idx.index_select(0, slot)[0], -hist_w.index_select(0, slot)[0])  # leaving row
-            S.scatter_add_(1, idx, w)
-            hist_idx.index_copy_(0, slot, idx.unsqueeze(0))
-            hist_w.index_copy_(0, slot, w.unsqueeze(0))
-            slot.add_(1).remainder_(W)
+            select()
+            attend()
 
         def check():
             step(0)
@@ -350,12 +360,14 @@ def build_decode_step(policy: str, backend: str, B: int, N: int, Hq: int, Hkv: i
             kf, vf = pool.k.view(-1, D), pool.v.view(-1, D)
             for b in range(B):
                 for h in range(Hkv):
-                    kk, vv = kf[idx_buf[b, h]].float(), vf[idx_buf[b, h]].float()
+                    rows = base[b, h] + sets[b].long()
+                    kk, vv = kf[rows].float(), vf[rows].float()
                     ref[b, h] = torch.softmax(q_rows[b, h].float() @ kk.T * scale, -1) @ vv
             return check_close(out, ref)
 
-        return step, 1, {"bytes": B * Hkv * 2 * k * kv_bytes + B * N * 4, "selected_tokens": 2 * k,
-                         "score_window": W, "check": check}
+        # bytes: the set's K / V per KV head, S read by the select, the window's two rows (read, written)
+        return step, 1, {"bytes": B * Hkv * T * kv_bytes + B * N * 4 + 2 * B * T * 8, "selected_tokens": T,
+                         "score_window": W, "check": check, "parts": {"select": select, "attention": attend}}
 
     raise ValueError(f"no decode step for policy={policy} backend={backend}")
 

@@ -653,30 +653,55 @@ def select_pages(q_rows, kmin_flat, kmax_flat, lp_rows, logical_per_page: int, r
 
 # ------------------------------------------------------------------------------------------ gathered tokens
 @triton.jit
-def _gather_split_kernel(Q, KF, VF, IDX, LOGITS, ACC, M, L, n_tok, tok_per_split, n_splits, sm_scale,
-                         GQ: tl.constexpr, GQP: tl.constexpr, D: tl.constexpr, BLOCK_T: tl.constexpr,
-                         DOT_F32: tl.constexpr):
+def _gather_idx(IDX, irow, n_tok, t0, hi, BLOCK_T: tl.constexpr):
+    """Token indices [t0, t0 + BLOCK_T) of a set's row (-1 past hi)."""
+    offs_t = t0 + tl.arange(0, BLOCK_T)
+    return tl.load(IDX + irow * n_tok + offs_t, mask=offs_t < hi, other=-1)
+
+
+@triton.jit
+def _gather_kv(KF, VF, idx, base, D: tl.constexpr):
+    """K and V rows of tokens idx (flat pool rows idx + base; zero where idx < 0)."""
+    ok = idx >= 0
+    idx64 = tl.where(ok, idx, 0).to(tl.int64) + base
+    offs_d = tl.arange(0, D)
+    k = tl.load(KF + idx64[:, None] * D + offs_d[None, :], mask=ok[:, None], other=0.0)
+    v = tl.load(VF + idx64[:, None] * D + offs_d[None, :], mask=ok[:, None], other=0.0)
+    return k, v
+
+
+@triton.jit
+def _gather_split_kernel(Q, KF, VF, IDX, BASE, LOGITS, ACC, M, L, n_tok, tok_per_split, n_splits, sm_scale,
+                         rows_per_set, GQ: tl.constexpr, GQP: tl.constexpr, D: tl.constexpr, BLOCK_T: tl.constexpr,
+                         DOT_F32: tl.constexpr, SHARED: tl.constexpr):
+    """One split of a row's tokens: logits stored, the split's online-softmax partial stored. SHARED: one token
+    set per `rows_per_set` rows (IDX [rows / rows_per_set, n_tok] positions in the row's stream), each row adding
+    its stream's first flat pool row BASE[row]; else IDX [rows, n_tok] flat pool rows. (Loading the next tile's
+    indices and rows ahead of a tile's compute did not change ALISA's step: data/run22_probe_alisa.log.)"""
     row = tl.program_id(0)
     split = tl.program_id(1)
+    if SHARED:
+        irow = row // rows_per_set
+        base = tl.load(BASE + row)
+    else:
+        irow = row
+        base = 0
     offs_g = tl.arange(0, GQP)
-    offs_d = tl.arange(0, D)
     q, qk_scale, m_i, l_i, acc = _split_start(Q, row * GQ, GQ, sm_scale, GQP, D, DOT_F32)
     lo = split * tok_per_split
     hi = tl.minimum(lo + tok_per_split, n_tok)
     for t0 in range(lo, hi, BLOCK_T):
+        idx = _gather_idx(IDX, irow, n_tok, t0, hi, BLOCK_T)
+        k, v = _gather_kv(KF, VF, idx, base, D)
         offs_t = t0 + tl.arange(0, BLOCK_T)
-        tmask = offs_t < hi
-        idx = tl.load(IDX + row * n_tok + offs_t, mask=tmask, other=-1)
         ok = idx >= 0
-        idx64 = tl.where(ok, idx, 0).to(tl.int64)
-        k = tl.load(KF + idx64[:, None] * D + offs_d[None, :], mask=ok[:, None], other=0.0)
-        v = tl.load(VF + idx64[:, None] * D + offs_d[None, :], mask=ok[:, None], other=0.0)
         if DOT_F32:
-            k = k.to(tl.float32)
-        s = tl.dot(q, tl.trans(k)) * qk_scale
+            s = tl.dot(q, tl.trans(k.to(tl.float32))) * qk_scale
+        else:
+            s = tl.dot(q, tl.trans(k)) * qk_scale
         s = tl.where(ok[None, :], s, float("-inf"))
         tl.store(LOGITS + (row * GQ + offs_g[:, None]) * n_tok + offs_t[None, :], s,
-                 mask=(offs_g[:, None] < GQ) & tmask[None, :])
+                 mask=(offs_g[:, None] < GQ) & (offs_t < hi)[None, :])
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
         acc, l_i = online_softmax_update(s, v, m_i, m_safe, l_i, acc, DOT_F32)
@@ -724,9 +749,9 @@ def gathered_attention(q_rows, k_flat, v_flat, idx, scaling: float, tok_per_spli
     acc = torch.empty(rows, n_splits, GQ, D, dtype=torch.float32, device=q.device)
     m = torch.empty(rows, n_splits, GQ, dtype=torch.float32, device=q.device)
     lse = torch.empty_like(m)
-    _gather_split_kernel[(rows, n_splits)](q, k_flat, v_flat, idx, logits, acc, m, lse, T, tok_per_split, n_splits,
-                                           scaling, GQ=GQ, GQP=GQP, D=D, BLOCK_T=block_t,
-                                           DOT_F32=INTERPRET or q.dtype == torch.float32, num_warps=4)
+    _gather_split_kernel[(rows, n_splits)](q, k_flat, v_flat, idx, idx, logits, acc, m, lse, T, tok_per_split,
+                                           n_splits, scaling, 1, GQ=GQ, GQP=GQP, D=D, BLOCK_T=block_t,
+                                           DOT_F32=INTERPRET or q.dtype == torch.float32, SHARED=False, num_warps=4)
     out = torch.empty(B, R, GQ, D, dtype=q_rows.dtype, device=q.device)
     _combine_kernel[(rows,)](acc, m, lse, out, idx, idx, n_splits, GQ=GQ, D=D, **_combine_meta(GQ, D, n_splits),
                              PDL=False, ROW_Q=False, num_warps=4)

@@ -478,3 +478,49 @@ def test_attention_acquires_rows_the_cuda_top_k_publishes():
     with pytest.raises(ValueError, match="ready must come with early_hot"):
         paged_attention(q, kp, vp, ids, plen, 0.1, pages_per_split=16, impl="cuda_cluster", pdl=True, ready=ready)
 
+
+
+@pytest.mark.parametrize("rows,n,k,case", [(1, 117965, 13107, "uniform"), (8, 117965, 13107, "uniform"),
+                                           (1, 7373, 819, "uniform"), (2, 117965, 13107, "sparse_zeros"),
+                                           (2, 60000, 6000, "ties")])
+def test_top_tokens_matches_sorted_reference(rows, n, k, case):
+    """ALISA's token top-k at the benchmark's sizes (128K and 8K tokens, r = 0.2), also with most scores 0 and
+    with five distinct values (ties from the lowest column), then replayed in a CUDA graph on new scores."""
+    import sys
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from alisa_kernel_checks import check_top_tokens, ref_top
+
+    from sparsebench.kernels.token_topk import top_tokens
+
+    g = torch.Generator(device="cuda").manual_seed(n + rows)
+    if case == "uniform":
+        S = torch.rand(rows, n, device="cuda", generator=g)
+    elif case == "ties":
+        S = torch.randint(0, 5, (rows, n), device="cuda", generator=g).float()
+    else:
+        S = torch.zeros(rows, n, device="cuda")
+        S[:, ::23] = torch.rand(rows, len(range(0, n, 23)), device="cuda", generator=g)
+    check_top_tokens(S, k)
+    out = torch.empty(rows, k, dtype=torch.int32, device="cuda")
+    top_tokens(S, k, out)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        top_tokens(S, k, out)
+    for _ in range(2):
+        S.copy_(torch.rand(rows, n, device="cuda", generator=g))
+        graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(out.long(), ref_top(S, k))
+
+
+def test_alisa_decode_steps_match_torch_bf16():
+    """ALISA's decode kernels (token top-k, attention with the score update) for 5 steps, window 3, against torch:
+    sets, outputs (bf16), S and the ring, Llama-3-8B heads at 32K tokens."""
+    import sys
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from alisa_kernel_checks import check_alisa_steps
+
+    check_alisa_steps(B=2, Hkv=8, G=4, D=128, N=32768, k=3277, W=3, steps=5, dtype=torch.bfloat16, device="cuda",
+                      tol=1e-2)
