@@ -25,7 +25,8 @@ import torch
 import triton
 import triton.language as tl
 
-from sparsebench.kernels.triton_decode import INTERPRET, _combine_meta, _combine_row, _gather_split_kernel, _pow2
+from sparsebench.kernels.triton_decode import (_combine_meta, _combine_row, _last_of_row, _pow2, _split_probs,
+                                                  gather_split)
 
 
 @dataclass
@@ -69,23 +70,9 @@ def _final_kernel(ACC, M, L, O, LOGITS, SETS, S, HIDX, HW, SLOT, CNT, T, n_cols,
         _combine_row(ACC, M, L, O, b * R + tb, (b * R + tb) * GQ, GQ, n_splits, GQ, GQ2, D, SC)
     offs_t = tb * BLOCK + tl.arange(0, BLOCK)
     tmask = offs_t < T
-    offs_s = tl.arange(0, S_P2)
-    offs_g = tl.arange(0, GQP)
-    smask = (offs_s < n_splits)[:, None] & (offs_g < GQ)[None, :]
-    gmask = (offs_g < GQ)[:, None] & tmask[None, :]
     w = tl.zeros([BLOCK], tl.float32)
     for h in range(R):  # each KV head's query heads: their softmax over the whole set, summed
-        row = b * R + h
-        at = row * n_splits * GQ + offs_s[:, None] * GQ + offs_g[None, :]
-        m = tl.load(M + at, mask=smask, other=float("-inf"))
-        lse = tl.load(L + at, mask=smask, other=0.0)
-        m_max = tl.max(m, 0)
-        m_safe = tl.where(m_max == float("-inf"), 0.0, m_max)
-        denom = tl.sum(tl.where(m == float("-inf"), 0.0, tl.exp2(m - m_safe[None, :])) * lse, 0)
-        denom = tl.where(denom == 0.0, 1.0, denom)
-        s = tl.load(LOGITS + (row * GQ + offs_g[:, None]) * T + offs_t[None, :], mask=gmask, other=float("-inf"))
-        p = tl.where(s == float("-inf"), 0.0, tl.exp2(s - m_safe[:, None]) / denom[:, None])
-        w += tl.sum(p, 0)
+        w += tl.sum(_split_probs(LOGITS, M, L, b * R + h, offs_t, T, n_splits, GQ, GQP, S_P2), 0)
     slot = tl.load(SLOT)
     j = tl.load(SETS + b * T + offs_t, mask=tmask, other=-1)
     ok = j >= 0
@@ -94,10 +81,8 @@ def _final_kernel(ACC, M, L, O, LOGITS, SETS, S, HIDX, HW, SLOT, CNT, T, n_cols,
     ring = (slot.to(tl.int64) * B + b) * T + offs_t
     tl.store(HIDX + ring, j, mask=tmask)
     tl.store(HW + ring, tl.where(ok, w, 0.0), mask=tmask)
-    tl.debug_barrier()  # every thread has read SLOT before the ticket below can advance it
-    if tl.atomic_add(CNT, 1, sem="acq_rel") == B * n_prog - 1:  # the last program: the ring moves on
+    if _last_of_row(CNT, 0, B * n_prog):  # the last program (every one has read SLOT): the ring moves on
         tl.store(SLOT, (slot + 1) % W)
-        tl.atomic_xchg(CNT, 0)
 
 
 def alisa_attention(q_rows, k_flat, v_flat, sets, base, scaling: float, state: AlisaState, out=None,
@@ -117,27 +102,14 @@ def alisa_attention(q_rows, k_flat, v_flat, sets, base, scaling: float, state: A
         raise ValueError(f"alisa_attention: sets must be [B, T] = [{B}, T] int32, base [{B}, {R}], the state's S "
                          f"[{B}, N] and rings [W, {B}, T] (got sets {tuple(sets.shape)} {sets.dtype}, base "
                          f"{tuple(base.shape)}, S {tuple(state.S.shape)}, ring {tuple(state.hist_idx.shape)})")
-    rows = B * R
-    dev = q_rows.device
     q = q_rows.contiguous()
-    if tok_per_split is None:
-        sms = torch.cuda.get_device_properties(dev).multi_processor_count if q.is_cuda else 8
-        tok_per_split = max(block_t, triton.cdiv(triton.cdiv(T * rows, 2 * sms), block_t) * block_t)
-    n_splits = max(1, triton.cdiv(T, tok_per_split))
-    GQP = _pow2(GQ)
-    logits = torch.empty(rows, GQ, T, dtype=torch.float32, device=dev)
-    acc = torch.empty(rows, n_splits, GQ, D, dtype=torch.float32, device=dev)
-    m = torch.empty(rows, n_splits, GQ, dtype=torch.float32, device=dev)
-    lse = torch.empty_like(m)
     if out is None:
         out = torch.empty_like(q)
     _leave_kernel[(B, triton.cdiv(T, 1024))](state.S, state.hist_idx, state.hist_w, state.slot, N, T, B, BLOCK=1024)
-    _gather_split_kernel[(rows, n_splits)](q, k_flat, v_flat, sets, base.contiguous(), logits, acc, m, lse, T,
-                                           tok_per_split, n_splits, scaling, R, GQ=GQ, GQP=GQP, D=D,
-                                           BLOCK_T=block_t, DOT_F32=INTERPRET or q.dtype == torch.float32,
-                                           SHARED=True, num_warps=num_warps, num_stages=num_stages)
+    logits, acc, m, lse, n_splits = gather_split(q.view(B * R, GQ, D), k_flat, v_flat, sets, scaling, tok_per_split,
+                                                 block_t, base.contiguous().view(-1), R, num_warps, num_stages)
     n_prog = max(triton.cdiv(T, block), R)
     _final_kernel[(B, n_prog)](acc, m, lse, out, logits, sets, state.S, state.hist_idx, state.hist_w, state.slot,
-                               state.count, T, N, R, n_splits, W, B, n_prog, GQ=GQ, GQP=GQP, D=D,
+                               state.count, T, N, R, n_splits, W, B, n_prog, GQ=GQ, GQP=_pow2(GQ), D=D,
                                **_combine_meta(GQ, D, n_splits), S_P2=_pow2(n_splits, 1), BLOCK=block, num_warps=4)
     return out

@@ -24,6 +24,8 @@ import torch
 import triton
 import triton.language as tl
 
+from sparsebench.kernels.triton_decode import sortable_key
+
 DIGIT = 8  # key bits per pass (32 / DIGIT passes; a divisor of 32)
 _SCRATCH: dict = {}
 
@@ -32,9 +34,7 @@ _SCRATCH: dict = {}
 def _keys(S, row, stride, offs, n):
     """uint32 keys of S[row, offs], monotone in the float's value (NaN and out-of-range columns -> 0)."""
     s = tl.load(S + row.to(tl.int64) * stride + offs, mask=offs < n, other=0.0)
-    bits = s.to(tl.uint32, bitcast=True)
-    key = tl.where((bits >> 31) != 0, ~bits, bits | 0x80000000)
-    return tl.where((offs < n) & (s == s), key, 0)
+    return tl.where((offs < n) & (s == s), sortable_key(s), 0)
 
 
 @triton.jit
@@ -120,8 +120,8 @@ def _write_kernel(S, H, C, T, OUT, n, stride, out_stride, n_prog, NPASS: tl.cons
     take = (valid & (key > thr)) | (eq & (tl.cumsum(eq.to(tl.int32), 0) <= mine))
     pos = gt_b + tl.minimum(eq_b, ties) + tl.cumsum(take.to(tl.int32), 0) - 1
     tl.store(OUT + row.to(tl.int64) * out_stride + pos, offs.to(OUT.dtype.element_ty), mask=take)
-    z = pid * BLOCK + tl.arange(0, BLOCK)  # zero this program's share of the row's NPASS * NB histogram bins
-    tl.store(H + row * NPASS * NB + z, tl.zeros_like(z), mask=z < NPASS * NB)
+    # this program's share of the row's NPASS * NB histogram bins zeroed
+    tl.store(H + row * NPASS * NB + offs, tl.zeros_like(offs), mask=offs < NPASS * NB)
 
 
 BLOCK = 1024  # columns per program: the fastest at 8K and 128K, batch 1 and 8 (data/run22_probe_token_topk.log)

@@ -506,6 +506,13 @@ def page_scores_triton(q_rows, kmin_flat, kmax_flat, lp_rows, logical_per_page: 
 
 # ------------------------------------------------------------------------------------------ top-k pages
 @triton.jit
+def sortable_key(s):
+    """fp32 -> uint32 keys in the floats' order (NaN aside: callers map it)."""
+    bits = s.to(tl.uint32, bitcast=True)
+    return tl.where((bits >> 31) != 0, ~bits, bits | 0x80000000)
+
+
+@triton.jit
 def _max_min(a_max, a_min, b_max, b_min):
     return tl.maximum(a_max, b_max), tl.minimum(a_min, b_min)
 
@@ -528,9 +535,8 @@ def _select_rows(SC, NPAGES, BASE, OUT, srow, rmask, n_cols, k_sel, out_width, r
     s = tl.load(SC + srow[:, None] * n_cols + offs[None, :], mask=(offs[None, :] < n_cols) & rmask[:, None],
                 other=0.0, cache_modifier=".cg")
     ok = (offs[None, :] < n_valid[:, None] - 1) & rmask[:, None]
-    bits = s.to(tl.uint32, bitcast=True)
-    key = tl.where((bits >> 31) != 0, ~bits, bits | 0x80000000)  # uint32, monotone in the float's value
-    key = tl.where(ok & (s == s), key, 0)  # invalid or NaN pages rank below every real score (-inf -> 0x007FFFFF)
+    # invalid or NaN pages rank below every real score (-inf -> 0x007FFFFF)
+    key = tl.where(ok & (s == s), sortable_key(s), 0)
     kk = k_sel - 1
     # invariant: count(key >= lo) >= kk and the answer (the largest t with count(key >= t) >= kk, or any t with
     # count == kk) lies in [lo, hi]. Start from the row's key range: the answer is at most the largest key, and
@@ -653,24 +659,6 @@ def select_pages(q_rows, kmin_flat, kmax_flat, lp_rows, logical_per_page: int, r
 
 # ------------------------------------------------------------------------------------------ gathered tokens
 @triton.jit
-def _gather_idx(IDX, irow, n_tok, t0, hi, BLOCK_T: tl.constexpr):
-    """Token indices [t0, t0 + BLOCK_T) of a set's row (-1 past hi)."""
-    offs_t = t0 + tl.arange(0, BLOCK_T)
-    return tl.load(IDX + irow * n_tok + offs_t, mask=offs_t < hi, other=-1)
-
-
-@triton.jit
-def _gather_kv(KF, VF, idx, base, D: tl.constexpr):
-    """K and V rows of tokens idx (flat pool rows idx + base; zero where idx < 0)."""
-    ok = idx >= 0
-    idx64 = tl.where(ok, idx, 0).to(tl.int64) + base
-    offs_d = tl.arange(0, D)
-    k = tl.load(KF + idx64[:, None] * D + offs_d[None, :], mask=ok[:, None], other=0.0)
-    v = tl.load(VF + idx64[:, None] * D + offs_d[None, :], mask=ok[:, None], other=0.0)
-    return k, v
-
-
-@triton.jit
 def _gather_split_kernel(Q, KF, VF, IDX, BASE, LOGITS, ACC, M, L, n_tok, tok_per_split, n_splits, sm_scale,
                          rows_per_set, GQ: tl.constexpr, GQP: tl.constexpr, D: tl.constexpr, BLOCK_T: tl.constexpr,
                          DOT_F32: tl.constexpr, SHARED: tl.constexpr):
@@ -687,21 +675,24 @@ def _gather_split_kernel(Q, KF, VF, IDX, BASE, LOGITS, ACC, M, L, n_tok, tok_per
         irow = row
         base = 0
     offs_g = tl.arange(0, GQP)
+    offs_d = tl.arange(0, D)
     q, qk_scale, m_i, l_i, acc = _split_start(Q, row * GQ, GQ, sm_scale, GQP, D, DOT_F32)
     lo = split * tok_per_split
     hi = tl.minimum(lo + tok_per_split, n_tok)
     for t0 in range(lo, hi, BLOCK_T):
-        idx = _gather_idx(IDX, irow, n_tok, t0, hi, BLOCK_T)
-        k, v = _gather_kv(KF, VF, idx, base, D)
         offs_t = t0 + tl.arange(0, BLOCK_T)
+        tmask = offs_t < hi
+        idx = tl.load(IDX + irow * n_tok + offs_t, mask=tmask, other=-1)
         ok = idx >= 0
+        idx64 = tl.where(ok, idx, 0).to(tl.int64) + base
+        k = tl.load(KF + idx64[:, None] * D + offs_d[None, :], mask=ok[:, None], other=0.0)
+        v = tl.load(VF + idx64[:, None] * D + offs_d[None, :], mask=ok[:, None], other=0.0)
         if DOT_F32:
-            s = tl.dot(q, tl.trans(k.to(tl.float32))) * qk_scale
-        else:
-            s = tl.dot(q, tl.trans(k)) * qk_scale
+            k = k.to(tl.float32)
+        s = tl.dot(q, tl.trans(k)) * qk_scale
         s = tl.where(ok[None, :], s, float("-inf"))
         tl.store(LOGITS + (row * GQ + offs_g[:, None]) * n_tok + offs_t[None, :], s,
-                 mask=(offs_g[:, None] < GQ) & (offs_t < hi)[None, :])
+                 mask=(offs_g[:, None] < GQ) & tmask[None, :])
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
         acc, l_i = online_softmax_update(s, v, m_i, m_safe, l_i, acc, DOT_F32)
@@ -710,25 +701,57 @@ def _gather_split_kernel(Q, KF, VF, IDX, BASE, LOGITS, ACC, M, L, n_tok, tok_per
 
 
 @triton.jit
-def _probs_kernel(LOGITS, M, L, PROBS, n_tok, n_splits, GQ: tl.constexpr, GQP: tl.constexpr,
-                  S_P2: tl.constexpr, BLOCK_T: tl.constexpr):
-    row = tl.program_id(0)
-    tb = tl.program_id(1)
+def _split_probs(LOGITS, M, L, row, offs_t, n_tok, n_splits, GQ: tl.constexpr, GQP: tl.constexpr,
+                 S_P2: tl.constexpr):
+    """Softmax weights [GQP, len(offs_t)] of row's GQ queries on tokens offs_t (0 past n_tok and for padded
+    queries), from the split kernel's logits and its partials' maxima and sums."""
     offs_s = tl.arange(0, S_P2)
     offs_g = tl.arange(0, GQP)
     smask = (offs_s < n_splits)[:, None] & (offs_g < GQ)[None, :]
-    base = row * n_splits * GQ
-    m = tl.load(M + base + offs_s[:, None] * GQ + offs_g[None, :], mask=smask, other=float("-inf"))
-    l = tl.load(L + base + offs_s[:, None] * GQ + offs_g[None, :], mask=smask, other=0.0)
+    at = row * n_splits * GQ + offs_s[:, None] * GQ + offs_g[None, :]
+    m = tl.load(M + at, mask=smask, other=float("-inf"))
+    l = tl.load(L + at, mask=smask, other=0.0)
     m_max = tl.max(m, 0)
     m_safe = tl.where(m_max == float("-inf"), 0.0, m_max)
     denom = tl.sum(tl.where(m == float("-inf"), 0.0, tl.exp2(m - m_safe[None, :])) * l, 0)
     denom = tl.where(denom == 0.0, 1.0, denom)
-    offs_t = tb * BLOCK_T + tl.arange(0, BLOCK_T)
     msk = (offs_g[:, None] < GQ) & (offs_t[None, :] < n_tok)
     s = tl.load(LOGITS + (row * GQ + offs_g[:, None]) * n_tok + offs_t[None, :], mask=msk, other=float("-inf"))
-    p = tl.where(s == float("-inf"), 0.0, tl.exp2(s - m_safe[:, None]) / denom[:, None])
-    tl.store(PROBS + (row * GQ + offs_g[:, None]) * n_tok + offs_t[None, :], p, mask=msk)
+    return tl.where(s == float("-inf"), 0.0, tl.exp2(s - m_safe[:, None]) / denom[:, None])
+
+
+@triton.jit
+def _probs_kernel(LOGITS, M, L, PROBS, n_tok, n_splits, GQ: tl.constexpr, GQP: tl.constexpr,
+                  S_P2: tl.constexpr, BLOCK_T: tl.constexpr):
+    row = tl.program_id(0)
+    offs_t = tl.program_id(1) * BLOCK_T + tl.arange(0, BLOCK_T)
+    offs_g = tl.arange(0, GQP)
+    p = _split_probs(LOGITS, M, L, row, offs_t, n_tok, n_splits, GQ, GQP, S_P2)
+    tl.store(PROBS + (row * GQ + offs_g[:, None]) * n_tok + offs_t[None, :], p,
+             mask=(offs_g[:, None] < GQ) & (offs_t[None, :] < n_tok))
+
+
+def gather_split(q, k_flat, v_flat, idx, scaling: float, tok_per_split: int | None = None, block_t: int = 64,
+                 base=None, rows_per_set: int = 1, num_warps: int = 4, num_stages: int = 3):
+    """The split launch of attention over gathered tokens: q [rows, GQ, D] contiguous; idx int32 [rows, T] flat
+    pool rows, or with base ([rows] int64) [rows / rows_per_set, T] positions shared by rows_per_set rows, each
+    adding its base. Returns (logits fp32 [rows, GQ, T], the partials acc, m, l, n_splits)."""
+    rows, GQ, D = q.shape
+    T = idx.shape[-1]
+    if tok_per_split is None:  # about two programs per SM
+        sms = torch.cuda.get_device_properties(q.device).multi_processor_count if q.is_cuda else 8
+        tok_per_split = max(block_t, triton.cdiv(triton.cdiv(T * rows, 2 * sms), block_t) * block_t)
+    n_splits = max(1, triton.cdiv(T, tok_per_split))
+    logits = torch.empty(rows, GQ, T, dtype=torch.float32, device=q.device)
+    acc = torch.empty(rows, n_splits, GQ, D, dtype=torch.float32, device=q.device)
+    m = torch.empty(rows, n_splits, GQ, dtype=torch.float32, device=q.device)
+    lse = torch.empty_like(m)
+    _gather_split_kernel[(rows, n_splits)](q, k_flat, v_flat, idx, idx if base is None else base, logits, acc, m,
+                                           lse, T, tok_per_split, n_splits, scaling, rows_per_set, GQ=GQ,
+                                           GQP=_pow2(GQ), D=D, BLOCK_T=block_t,
+                                           DOT_F32=INTERPRET or q.dtype == torch.float32, SHARED=base is not None,
+                                           num_warps=num_warps, num_stages=num_stages)
+    return logits, acc, m, lse, n_splits
 
 
 def gathered_attention(q_rows, k_flat, v_flat, idx, scaling: float, tok_per_split: int | None = None,
@@ -740,22 +763,12 @@ def gathered_attention(q_rows, k_flat, v_flat, idx, scaling: float, tok_per_spli
     rows = B * R
     q = q_rows.contiguous()
     idx = idx.reshape(rows, T).to(torch.int32).contiguous()
-    if tok_per_split is None:
-        sms = torch.cuda.get_device_properties(q.device).multi_processor_count if q.is_cuda else 8
-        tok_per_split = max(block_t, triton.cdiv(triton.cdiv(T * rows, 2 * sms), block_t) * block_t)
-    n_splits = max(1, triton.cdiv(T, tok_per_split))
-    GQP = _pow2(GQ)
-    logits = torch.empty(rows, GQ, T, dtype=torch.float32, device=q.device)
-    acc = torch.empty(rows, n_splits, GQ, D, dtype=torch.float32, device=q.device)
-    m = torch.empty(rows, n_splits, GQ, dtype=torch.float32, device=q.device)
-    lse = torch.empty_like(m)
-    _gather_split_kernel[(rows, n_splits)](q, k_flat, v_flat, idx, idx, logits, acc, m, lse, T, tok_per_split,
-                                           n_splits, scaling, 1, GQ=GQ, GQP=GQP, D=D, BLOCK_T=block_t,
-                                           DOT_F32=INTERPRET or q.dtype == torch.float32, SHARED=False, num_warps=4)
+    logits, acc, m, lse, n_splits = gather_split(q.view(rows, GQ, D), k_flat, v_flat, idx, scaling, tok_per_split,
+                                                 block_t)
     out = torch.empty(B, R, GQ, D, dtype=q_rows.dtype, device=q.device)
     _combine_kernel[(rows,)](acc, m, lse, out, idx, idx, n_splits, GQ=GQ, D=D, **_combine_meta(GQ, D, n_splits),
                              PDL=False, ROW_Q=False, num_warps=4)
     probs = torch.empty(rows, GQ, T, dtype=torch.float32, device=q.device)
-    _probs_kernel[(rows, triton.cdiv(T, 256))](logits, m, lse, probs, T, n_splits, GQ=GQ, GQP=GQP,
+    _probs_kernel[(rows, triton.cdiv(T, 256))](logits, m, lse, probs, T, n_splits, GQ=GQ, GQP=_pow2(GQ),
                                                S_P2=_pow2(n_splits, 1), BLOCK_T=256, num_warps=4)
     return out, probs.view(B, R, GQ, T)

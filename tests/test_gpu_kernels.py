@@ -486,9 +486,6 @@ def test_attention_acquires_rows_the_cuda_top_k_publishes():
 def test_top_tokens_matches_sorted_reference(rows, n, k, case):
     """ALISA's token top-k at the benchmark's sizes (128K and 8K tokens, r = 0.2), also with most scores 0 and
     with five distinct values (ties from the lowest column), then replayed in a CUDA graph on new scores."""
-    import sys
-
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
     from alisa_kernel_checks import check_top_tokens, ref_top
 
     from sparsebench.kernels.token_topk import top_tokens
@@ -517,9 +514,6 @@ def test_top_tokens_matches_sorted_reference(rows, n, k, case):
 def test_alisa_decode_steps_match_torch_bf16():
     """ALISA's decode kernels (token top-k, attention with the score update) for 5 steps, window 3, against torch:
     sets, outputs (bf16), S and the ring, Llama-3-8B heads at 32K tokens."""
-    import sys
-
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
     from alisa_kernel_checks import check_alisa_steps
 
     check_alisa_steps(B=2, Hkv=8, G=4, D=128, N=32768, k=3277, W=3, steps=5, dtype=torch.bfloat16, device="cuda",
